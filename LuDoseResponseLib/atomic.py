@@ -1,0 +1,61 @@
+"""Atomic file output: write to a temporary name in the target folder, then rename.
+
+A crash or an error mid-write never leaves a half-written result, and an existing file is
+replaced only once the new one is complete (``os.replace`` is atomic on POSIX and Windows).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``.
+
+    Use it with writers that need a filename (SimpleITK, matplotlib, pydicom). The temporary
+    name keeps the target's suffix, so writers that pick a format by extension still work.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = target.suffix if suffix is None else suffix
+    if target.name.endswith(".seg.nrrd"):
+        suffix = ".seg.nrrd"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{suffix}", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically and return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding=encoding)
+    return Path(path)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically and return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def refuse_to_overwrite_input(output: str | os.PathLike, inputs: list[str | os.PathLike]) -> None:
+    """Raise if ``output`` resolves to one of ``inputs`` (results never overwrite inputs)."""
+    from LuDoseResponseLib.errors import InputError
+
+    out = Path(output).resolve()
+    for p in inputs:
+        if Path(p).resolve() == out:
+            raise InputError(f"output {output} would overwrite the input {p}; choose another output path")
