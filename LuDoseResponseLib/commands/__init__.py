@@ -1,0 +1,1 @@
+"""Subcommands of the ``ludoseresponse`` command line, one module each (see cli.py)."""
