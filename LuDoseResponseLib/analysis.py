@@ -1,0 +1,268 @@
+"""The paper's cohort analyses on a validated cohort table → ``analysis.json``.
+
+Warfvinge et al., J Nucl Med 2024;65:1070, "Statistical Analysis":
+
+- response groups: ``lmer(y ~ responder + (1|patient))`` per grade for dose and activity, means
+  and Kenward–Roger p as emmeans (Table 2);
+- TCP: logistic GLMM ``responder ~ dose_gy + dose_gy:grade + (1|patient)`` (Fig. 3);
+- ROC of dose per grade with a bootstrap CI and Youden thresholds;
+- dose–response: ``nlme(dv ~ A(1 − exp(−D/s)), random = A ~ 1|patient)`` (Fig. 4);
+- exploratory: ``lmer(dv ~ (V0 > 30 cm³) + (1|patient))`` per grade (Fig. 5).
+
+The exploratory baseline-volume analysis uses every tumour, including those below the
+baseline-volume cut-off, as the paper did ("the 4 cm³ volume cutoff was not required, and
+volume data on 118 tumors could be included"); every other analysis uses the kept tumours.
+Each block is computed independently: a block that cannot be estimated holds
+``{"error": "..."}`` and the others are still computed. The key layout is the contract
+``contracts/cohort-and-analysis.md`` (schema ``ludoseresponse.analysis/1``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from LuDoseResponseLib import __version__
+from LuDoseResponseLib.cohort import GRADES, Cohort
+from LuDoseResponseLib.errors import InputError, LuDoseResponseError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "ludoseresponse.analysis/1"
+GLMM_METHODS = ("laplace", "agq")
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """Every option of ``ludoseresponse analyze`` (contract defaults)."""
+
+    responder_threshold: float = 0.66
+    min_baseline_volume_cm3: float = 4.0
+    glmm_method: str = "laplace"
+    bootstrap: int = 10000
+    seed: int = 1
+    doses: tuple[float, ...] = (76.0, 135.0)
+    tcp_targets: tuple[float, ...] = (0.5, 0.9)
+    big_volume_cutoff_cm3: float = 30.0
+    dose_grid_max_gy: float = 400.0
+    dose_grid_step_gy: float = 5.0
+
+    def __post_init__(self):
+        if self.glmm_method not in GLMM_METHODS:
+            raise InputError(f"--glmm-method must be one of {', '.join(GLMM_METHODS)}, got '{self.glmm_method}'")
+        if int(self.bootstrap) < 0:
+            raise InputError(f"--bootstrap must be >= 0 replicates, got {self.bootstrap}")
+        for d in self.doses:
+            if not (math.isfinite(d) and d >= 0):
+                raise InputError(f"--doses must be finite doses >= 0 Gy, got {d}")
+        for p in self.tcp_targets:
+            if not (0.0 < p < 1.0):
+                raise InputError(f"--tcp-targets must lie strictly between 0 and 1, got {p}")
+        if not (self.dose_grid_max_gy > 0 and self.dose_grid_step_gy > 0):
+            raise InputError("the dose grid needs a positive maximum and step")
+
+    @property
+    def dose_grid_gy(self) -> np.ndarray:
+        n = int(round(self.dose_grid_max_gy / self.dose_grid_step_gy))
+        return np.arange(n + 1) * self.dose_grid_step_gy
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["doses"] = [float(x) for x in self.doses]
+        d["tcp_targets"] = [float(x) for x in self.tcp_targets]
+        return d
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    """All blocks of ``analysis.json``; ``to_dict()`` gives the contract's layout."""
+
+    input: dict
+    settings: dict
+    summary: dict
+    response_groups: dict
+    tcp: dict
+    roc: dict
+    dose_response: dict
+    baseline_volume: dict
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict:
+        return json_ready({
+            "schema": SCHEMA,
+            "software": {"name": "LuDoseResponse", "version": __version__},
+            "input": self.input,
+            "settings": self.settings,
+            "summary": self.summary,
+            "response_groups": self.response_groups,
+            "tcp": self.tcp,
+            "roc": self.roc,
+            "dose_response": self.dose_response,
+            "baseline_volume": self.baseline_volume,
+            "warnings": list(self.warnings),
+        })
+
+
+def json_ready(obj):
+    """Plain JSON types: numpy scalars/arrays to Python, NaN and ±inf to None."""
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [json_ready(v) for v in obj.tolist()]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        x = float(obj)
+        return x if math.isfinite(x) else None
+    return obj
+
+
+def _run_block(name: str, warnings: list[str], fn: Callable[[], dict]) -> dict:
+    """Run one analysis block; a block that cannot be estimated becomes {"error": ...}."""
+    try:
+        return fn()
+    except (LuDoseResponseError, np.linalg.LinAlgError) as exc:
+        msg = str(exc) or type(exc).__name__
+        warnings.append(f"{name}: not estimated: {msg}")
+        log.warning("%s: not estimated: %s", name, msg)
+        return {"error": msg}
+
+
+def _summary(df) -> dict:
+    def one(d):
+        n = len(d)
+
+        def med(col):
+            return float(np.median(d[col])) if n else None
+
+        return {
+            "n_tumours": int(n),
+            "n_patients": int(d["patient"].nunique()),
+            "n_responders": int(d["responder"].sum()),
+            "n_nonresponders": int(n - d["responder"].sum()),
+            "dose_median_gy": med("dose_gy"),
+            "dose_min_gy": float(d["dose_gy"].min()) if n else None,
+            "dose_max_gy": float(d["dose_gy"].max()) if n else None,
+            "dv_median": med("dv"),
+            "baseline_volume_median_cm3": med("baseline_volume_cm3"),
+        }
+
+    out = {"all": one(df)}
+    for g in GRADES:
+        out[g] = one(df[df["grade"] == g])
+    return out
+
+
+def _grade_rows(df, grade: str, what: str):
+    d = df[df["grade"] == grade]
+    if len(d) == 0:
+        raise InputError(f"no {grade} tumours in the analysed cohort; {what} for {grade} is not estimated")
+    return d
+
+
+def _response_groups(df, warnings: list[str]) -> dict:
+    from LuDoseResponseLib.stats.lmm import fit_two_group_lmm
+
+    out = {}
+    for g in GRADES:
+        block = {}
+        for var in ("dose_gy", "activity_gbq"):
+            def fit(g=g, var=var):
+                d = _grade_rows(df, g, "the responder-group comparison")
+                res = fit_two_group_lmm(d[var].to_numpy(float), d["responder"].to_numpy(int),
+                                        d["patient"].to_numpy(str), levels=(0, 1))
+                return res.to_response_groups_block()
+            block[var] = _run_block(f"response_groups.{g}.{var}", warnings, fit)
+        out[g] = block
+    return out
+
+
+def _baseline_volume(df_all, settings: AnalysisSettings, warnings: list[str]) -> dict:
+    from LuDoseResponseLib.stats.lmm import fit_two_group_lmm
+
+    out: dict = {"cutoff_cm3": float(settings.big_volume_cutoff_cm3)}
+    for g in GRADES:
+        def fit(g=g):
+            d = _grade_rows(df_all, g, "the baseline-volume comparison")
+            big = d["baseline_volume_cm3"].to_numpy(float) > settings.big_volume_cutoff_cm3
+            res = fit_two_group_lmm(d["dv"].to_numpy(float), big, d["patient"].to_numpy(str),
+                                    levels=(False, True))
+            return res.to_baseline_volume_block()
+        out[g] = _run_block(f"baseline_volume.{g}", warnings, fit)
+    return out
+
+
+def _tcp(df, settings: AnalysisSettings) -> dict:
+    from LuDoseResponseLib.stats.tcp import tcp_analysis
+
+    res = tcp_analysis(df["dose_gy"].to_numpy(float), df["grade"].to_numpy(str), df["responder"].to_numpy(int),
+                       df["patient"].to_numpy(str), method=settings.glmm_method,
+                       doses_gy=tuple(settings.doses), tcp_targets=tuple(settings.tcp_targets),
+                       dose_grid_gy=settings.dose_grid_gy)
+    return res.to_dict()
+
+
+def _roc(df, settings: AnalysisSettings, warnings: list[str]) -> dict:
+    from LuDoseResponseLib.stats.roc import roc_analysis
+
+    out = {}
+    for g in GRADES:
+        def fit(g=g):
+            d = _grade_rows(df, g, "the ROC analysis")
+            return roc_analysis(d["responder"].to_numpy(int), d["dose_gy"].to_numpy(float),
+                                doses=tuple(settings.doses), n_boot=int(settings.bootstrap),
+                                seed=int(settings.seed)).to_dict()
+        out[g] = _run_block(f"roc.{g}", warnings, fit)
+    return out
+
+
+def _dose_response(df, settings: AnalysisSettings, warnings: list[str]) -> dict:
+    from LuDoseResponseLib.stats.nlmm import fit_asymptotic_nlmm
+
+    variants: dict[str, Sequence[str]] = {"G2_only": ("G2",), "both_grades": GRADES}
+    out = {}
+    for name, grades in variants.items():
+        def fit(grades=grades):
+            for g in grades:
+                _grade_rows(df, g, "the dose-response model")
+            return fit_asymptotic_nlmm(df["dose_gy"].to_numpy(float), df["dv"].to_numpy(float),
+                                       df["patient"].to_numpy(str), df["grade"].to_numpy(str),
+                                       grades=tuple(grades), dose_grid_gy=settings.dose_grid_gy).to_dict()
+        out[name] = _run_block(f"dose_response.{name}", warnings, fit)
+    return out
+
+
+def analyze_cohort(cohort: Cohort, settings: AnalysisSettings | None = None) -> AnalysisResult:
+    """Run every analysis of the paper on ``cohort`` (see the module docstring)."""
+    settings = settings or AnalysisSettings(responder_threshold=cohort.responder_threshold,
+                                            min_baseline_volume_cm3=cohort.min_baseline_volume_cm3)
+    if (abs(settings.responder_threshold - cohort.responder_threshold) > 1e-12
+            or abs(settings.min_baseline_volume_cm3 - cohort.min_baseline_volume_cm3) > 1e-12):
+        raise InputError("the cohort was validated with other responder/volume rules than the analysis settings; "
+                         "load it with the same responder_threshold and min_baseline_volume_cm3")
+    warnings: list[str] = list(cohort.warnings)
+    df = cohort.included
+    df_all = cohort.table
+    log.info("analysing %d tumours (%d excluded) from %s", len(df), cohort.n_excluded, cohort.source)
+
+    result = AnalysisResult(
+        input={"path": cohort.source, "sha256": cohort.sha256, "n_rows": cohort.n_rows,
+               "n_excluded": cohort.n_excluded},
+        settings=settings.to_dict(),
+        summary=_summary(df),
+        response_groups=_response_groups(df, warnings),
+        tcp=_run_block("tcp", warnings, lambda: _tcp(df, settings)),
+        roc=_roc(df, settings, warnings),
+        dose_response=_dose_response(df, settings, warnings),
+        baseline_volume=_baseline_volume(df_all, settings, warnings),
+        warnings=tuple(warnings),
+    )
+    return result
