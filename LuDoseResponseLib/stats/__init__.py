@@ -1,0 +1,1 @@
+"""Statistical models of the dose-response analysis (LMM, GLMM/TCP, ROC, NLMM)."""
