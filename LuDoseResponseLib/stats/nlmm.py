@@ -37,6 +37,8 @@ DEFAULT_DOSE_GRID_GY = tuple(float(x) for x in np.arange(0.0, 401.0, 5.0))
 NLS_START = (0.8, 50.0)  # A, s (Gy): analyze.R / the paper's "preliminary fits using a nonmixed model"
 NLS_BOUNDS = ((0.0, 1.0), (2.0, 1000.0))  # fallback bounds (A, s)
 TOL = 1e-10
+LB = "lindstrom-bates"
+EXACT_ML = "exact-ml"
 MAX_OUTER = 500
 SINGULAR_RATIO = 1e-4  # sd_b / sigma below this: random amplitude variance on the boundary
 CONFOUNDED_CORR = 0.95  # |corr(A, s)| above this: A and s not separately identified (flat ridge)
@@ -356,6 +358,97 @@ def _pnls(des: _Design, beta: np.ndarray, lam: float, scale: np.ndarray) -> tupl
     return beta, False
 
 
+def _exact_loglik(des: _Design, beta: np.ndarray, log_sd_b: float, log_sigma: float) -> float:
+    """Exact Gaussian marginal log-likelihood of y_i ~ N(A g_i, sd_b^2 g_i g_i' + sigma^2 I)."""
+    p = _parts(des, beta)
+    if np.any(p.s <= 0):
+        return -math.inf
+    sb2, sg2 = math.exp(2.0 * log_sd_b), math.exp(2.0 * log_sigma)
+    n_i = np.bincount(des.pid, minlength=len(des.patients))
+    quad = (p.srr - sb2 * p.sgr**2 / (sg2 + sb2 * p.sgg)) / sg2
+    return -0.5 * float(np.sum(n_i * math.log(2.0 * math.pi * sg2) + np.log1p(sb2 * p.sgg / sg2) + quad))
+
+
+def _exact_profile(des: _Design, beta: np.ndarray) -> tuple[float, float]:
+    """max over (sd_b, sigma) of the exact log-likelihood at beta: (loglik, lambda)."""
+    if np.any(des.cs @ beta <= 0):
+        return -math.inf, 0.0
+    p = _parts(des, beta)
+    lam = _variance_step(p, des.y.size)
+    return _profile_loglik(p, lam, des.y.size)[0], lam
+
+
+def _exact_ml(des: _Design, beta: np.ndarray, lam: float, scale: np.ndarray) -> tuple[np.ndarray, float, bool, int]:
+    """Maximise the exact marginal likelihood over beta (variance parameters profiled out).
+
+    Score (envelope theorem): X'e / sigma^2 - sum_k c_i g_k dg_k/dbeta; ascent steps use the
+    Gauss–Newton metric X'(I - c g g')X / sigma^2 with step halving.
+    """
+    ll, lam = _exact_profile(des, beta)
+    for it in range(1, 501):
+        p = _parts(des, beta)
+        _, sig2 = _profile_loglik(p, lam, des.y.size)
+        x, resid1, _, c = _xhat_and_resid(des, p, lam)
+        dg = -p.e * des.dose_gy / p.s**2
+        score = x.T @ resid1 - sig2 * (des.cs.T @ (c[des.pid] * p.g * dg))
+        step = np.linalg.solve(_xtwx(des, x, p.g, c), score)
+        size = float(np.max(np.abs(step) / scale))
+        if size < 1e-11:
+            return beta, lam, True, it
+        fac = 1.0
+        while True:
+            cand = beta + fac * step
+            ll_c, lam_c = _exact_profile(des, cand)
+            if ll_c >= ll or (size * fac < 1e-6 and ll_c >= ll - 1e-12 * abs(ll)):
+                break
+            fac /= 2.0
+            if fac < 1e-10:
+                return beta, lam, size < 1e-7, it
+        beta, ll, lam = cand, ll_c, lam_c
+    return beta, lam, False, 500
+
+
+def _exact_ml_vcov(des: _Design, beta: np.ndarray, sd_b: float, sigma: float) -> np.ndarray:
+    """beta block of the inverse observed information in (beta, log sd_b, log sigma) (Richardson
+    differences); with sd_b = 0 the information of beta at fixed variance parameters."""
+    k = beta.size
+    if sd_b > 0.0:
+        theta = np.concatenate((beta, [math.log(sd_b), math.log(sigma)]))
+
+        def f(t: np.ndarray) -> float:
+            return _exact_loglik(des, t[:k], t[k], t[k + 1])
+    else:
+        theta = beta.copy()
+
+        def f(t: np.ndarray) -> float:
+            return _exact_loglik(des, t, -math.inf, math.log(sigma))
+    h = 1e-3 * (np.abs(theta) + 0.1)
+    info = -_richardson_hessian(f, theta, h)
+    cov = np.linalg.inv(info)
+    if np.any(~np.isfinite(np.diag(cov)[:k])) or np.any(np.diag(cov)[:k] <= 0):
+        cov = np.linalg.inv(info[:k, :k])
+    return cov[:k, :k]
+
+
+def _richardson_hessian(f: Any, x: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Hessian by central differences at steps h and h/2, Richardson-extrapolated (error O(h^4))."""
+    def central(hh: np.ndarray) -> np.ndarray:
+        n = x.size
+        out = np.empty((n, n))
+        f0 = f(x)
+        for i in range(n):
+            ei = np.zeros(n)
+            ei[i] = hh[i]
+            out[i, i] = (f(x + ei) - 2.0 * f0 + f(x - ei)) / hh[i] ** 2
+            for j in range(i):
+                ej = np.zeros(n)
+                ej[j] = hh[j]
+                out[i, j] = out[j, i] = (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)) / (
+                    4.0 * hh[i] * hh[j])
+        return out
+    return (4.0 * central(h / 2.0) - central(h)) / 3.0
+
+
 # ------------------------------------------------------------------------------------------------
 # public
 # ------------------------------------------------------------------------------------------------
@@ -379,7 +472,7 @@ def asymptotic_curve(amplitude: float, scale_gy: float, cov_amplitude_scale: Any
 
 
 def fit_asymptotic_nlmm(dose_gy: Any, dv: Any, patient: Any, grade: Any, *, grades: tuple[str, ...] = ("G2",),
-                        dose_grid_gy: Any = None) -> AsymptoticNlmmResult:
+                        dose_grid_gy: Any = None, estimator: str = LB) -> AsymptoticNlmmResult:
     """Fit dv = (A_g + b_i)(1 - exp(-D/s_g)) + e by ML at the Lindstrom–Bates fixed point (nlme).
 
     ``grades=("G2",)`` fits the G2 rows only; ``grades=("G1", "G2")`` fits both grades with
@@ -387,7 +480,13 @@ def fit_asymptotic_nlmm(dose_gy: Any, dv: Any, patient: Any, grade: Any, *, grad
     (delta-method SEs), the variance components, the exact marginal log-likelihood, Shapiro–Wilk on
     the level-1 residuals y - (A + b_i) g and population curves with 95 % CIs on ``dose_grid_gy``
     (default 0..400 Gy step 5). Raises ModelFitError when the model cannot be estimated.
+
+    ``estimator="exact-ml"`` maximises the exact Gaussian marginal likelihood instead (it includes
+    log|V(s)|, which the LB step ignores), started from the LB fit; varFix is then the beta block of the
+    inverse observed information in (beta, log sd_b, log sigma) (beta block alone when sd_b = 0).
     """
+    if estimator not in (LB, EXACT_ML):
+        raise InputError(f"fit_asymptotic_nlmm: 'estimator' must be {LB!r} or {EXACT_ML!r}, got {estimator!r}")
     grades = tuple(str(g) for g in grades)
     des, names = _design(dose_gy, dv, patient, grade, grades)
     grid = np.asarray(DEFAULT_DOSE_GRID_GY if dose_grid_gy is None else dose_grid_gy, dtype=float).ravel()
@@ -437,12 +536,21 @@ def fit_asymptotic_nlmm(dose_gy: Any, dv: Any, patient: Any, grade: Any, *, grad
         warnings.append(f"the Lindstrom-Bates iteration did not converge in {MAX_OUTER} iterations; "
                         "the estimates are not a fixed point")
 
+    if estimator == EXACT_ML:
+        beta, lam, exact_ok, exact_it = _exact_ml(des, beta, lam, scale)
+        iterations += exact_it
+        converged = converged and exact_ok
+        if not exact_ok:
+            warnings.append("the exact marginal ML ascent did not converge")
     p = _parts(des, beta)
     loglik, sig2 = _profile_loglik(p, lam, n_obs)
     sd_b = math.sqrt(lam * sig2)
     x, resid1, blup, c = _xhat_and_resid(des, p, lam)
     try:
-        vcov = sig2 * np.linalg.inv(_xtwx(des, x, p.g, c))
+        if estimator == EXACT_ML:
+            vcov = _exact_ml_vcov(des, beta, sd_b, math.sqrt(sig2))
+        else:
+            vcov = sig2 * np.linalg.inv(_xtwx(des, x, p.g, c))
     except np.linalg.LinAlgError as exc:
         raise ModelFitError("the dose-response model's information matrix is singular: A and s cannot be "
                             "estimated (all doses on the plateau or on the initial slope?)") from exc
@@ -471,7 +579,7 @@ def fit_asymptotic_nlmm(dose_gy: Any, dv: Any, patient: Any, grade: Any, *, grad
         shapiro_wilk_w=float(sw.statistic), shapiro_wilk_p=float(sw.pvalue), curves=curves,
         converged=converged, iterations=iterations, singular=bool(singular), n_obs=n_obs,
         n_patients=len(des.patients), random_effects={pt: float(b) for pt, b in zip(des.patients, blup, strict=True)},
-        residuals_level1=tuple(map(float, resid1)), start=start_info, warnings=tuple(warnings))
+        residuals_level1=tuple(map(float, resid1)), start=start_info, estimator=estimator, warnings=tuple(warnings))
 
 
 def _identifiability_warnings(grade: str, a: float, s: float, var_a: float, var_s: float, cov_as: float,

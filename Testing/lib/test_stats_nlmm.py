@@ -7,6 +7,7 @@ References (every public dataset, both variants G2_only and both_grades):
   pnlsTol = tolerance = 1e-12, i.e. nlme iterated to its fixed point; tighter tolerances;
 - ``nlme_asymptotic.X.ML`` (nlme defaults, stops at pnlsTol 1e-3): README's looser tolerances;
 - R's ``curve`` blocks and ``shapiro_wilk`` on R's stored residuals;
+- ``nlme_asymptotic.X.exact_marginal_ML`` for the optional estimator="exact-ml";
 - closed forms: at a singular fit (sd_b = 0) the model is the fixed-effects NLS fit (scipy curve_fit)
   and the log-likelihood the Gaussian one, -N/2 (log(2 pi RSS/N) + 1).
 """
@@ -270,6 +271,28 @@ def test_flat_ridge_is_flagged(stats_reference_dir, name, variant):
         assert flagged == ridge_in_r, f"{name} {variant} {g}: corr {corr:.3f}, warnings {res.warnings}"
 
 
+@cases
+def test_exact_marginal_ml_estimator(stats_reference_dir, name, variant):
+    """estimator="exact-ml" vs analyze.R's exact_marginal_ML (README: rel 1e-4, logLik abs 1e-6). Being the
+    maximum of the exact likelihood, its logLik is at least the LB fixed point's."""
+    e = _load(str(stats_reference_dir), name)[1][variant]["exact_marginal_ML"]
+    df, _ = _load(str(stats_reference_dir), name)
+    res = fit_asymptotic_nlmm(df["dose_gy"], df["dv"], df["patient"], df["grade"], grades=VARIANTS[variant],
+                              estimator="exact-ml")
+    what = f"{name} {variant}"
+    assert res.converged and res.estimator == "exact-ml" and res.to_dict()["estimator"] == "exact-ml"
+    for i, (b, se) in enumerate(zip(e["beta"].values(), e["beta_se"].values(), strict=True)):
+        assert _rel(res.fixef[i], b) < 1e-4, f"{what} beta[{i}]"
+        assert _rel(math.sqrt(res.vcov[i][i]), se) < 1e-4, f"{what} SE[{i}]"
+    assert _rel(res.residual_sd, e["residual_sd"]) < 1e-4, what
+    if _on_boundary(e):
+        assert res.singular, what
+    else:
+        assert _rel(res.random_amplitude_sd, e["re_sd_A"]) < 1e-4, what
+    assert abs(res.loglik - e["logLik"]) < 1e-6, what
+    assert res.loglik >= _fit(str(stats_reference_dir), name, variant).loglik - 1e-9, what
+
+
 def test_separation_g1_is_on_the_ridge(stats_reference_dir):
     res = _fit(str(stats_reference_dir), "separation_s401", "both_grades")
     assert any("grade G1" in w and "exceeds the largest possible" in w for w in res.warnings)
@@ -313,6 +336,8 @@ def test_bad_input_names_argument_and_row():
         fit_asymptotic_nlmm(dose, dv[:11], pat, grade)
     with pytest.raises(InputError, match="'grades'"):
         fit_asymptotic_nlmm(dose, dv, pat, grade, grades=("G2", "G2"))
+    with pytest.raises(InputError, match="'estimator'"):
+        fit_asymptotic_nlmm(dose, dv, pat, grade, estimator="REML")
 
 
 def test_to_dict_is_the_contract_block(stats_reference_dir):
