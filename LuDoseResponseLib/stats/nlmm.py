@@ -16,6 +16,12 @@ iterates to. Because b enters linearly, with g = 1 - exp(-D/s) and V_i = sigma^2
 - varFix = (X' V^-1 X)^-1, X = d f / d beta at (beta, BLUPs); logLik = exact marginal log-likelihood.
 Both steps are iterated to a relative change below 1e-10. Start values are per-grade ``nls`` fits
 (Gauss–Newton from A = 0.8, s = 50; if that fails a bounded fit with A in [0, 2], s in [1, 1000]).
+nlme with default control stops earlier (pnlsTol 1e-3): about 1e-4 relative in A, 1e-3 in s.
+
+Optional estimator "exact-ml": the maximum of the exact marginal likelihood (includes log|V(s)|).
+
+Warnings flag a singular fit (sd_b on the boundary 0), non-convergence, and curves whose A and s are
+not separately identified (A > 1, |corr(A, s)| > 0.95, SE > estimate, s beyond the dose range).
 """
 
 from __future__ import annotations
@@ -554,6 +560,9 @@ def fit_asymptotic_nlmm(dose_gy: Any, dv: Any, patient: Any, grade: Any, *, grad
     except np.linalg.LinAlgError as exc:
         raise ModelFitError("the dose-response model's information matrix is singular: A and s cannot be "
                             "estimated (all doses on the plateau or on the initial slope?)") from exc
+    if not np.all(np.isfinite(vcov)) or np.any(np.diag(vcov) <= 0):
+        raise ModelFitError("the dose-response model's covariance matrix is not positive definite: A and s "
+                            "cannot be estimated (all doses on the plateau or on the initial slope?)")
     singular = sd_b < SINGULAR_RATIO * math.sqrt(sig2)
     if singular:
         warnings.append("singular fit: the random-amplitude SD is on the boundary (0); "
