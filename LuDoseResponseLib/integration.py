@@ -1,0 +1,1025 @@
+"""Time integration of dose-rate (or activity) samples: per cycle, single time point, voxel-wise, over cycles.
+
+Time is hours since administration (t ≥ 0; a t = 0 sample is allowed). The integral of the
+values over time is in value·h: dose rates in Gy/h give Gy, activities in MBq give MBq·h.
+The samples include physical decay (they are not decay-corrected), so every fitted effective
+decay constant must be at least the physical one, λ_eff = λ_phys + λ_biol ≥ λ_phys.
+
+Models (fitted by weighted least squares, integrated analytically from 0 to ∞):
+
+- ``mono``: f(t) = A·e^(−λt),                    ∫ = A/λ
+- ``bi``: f(t) = A1·e^(−λ1 t) + A2·e^(−λ2 t),      ∫ = A1/λ1 + A2/λ2   (λ1 > λ2: fast, slow)
+- ``uptake-washout``: f(t) = C·(e^(−λ1 t) − e^(−λ2 t)), ∫ = C·(1/λ1 − 1/λ2)  (λ2 > λ1: uptake)
+- ``auto``: the lowest AICc among the models the data support (see :func:`time_integral`).
+
+Single time point: Hänscheid et al., J Nucl Med 2018;59:75–81 (D ≈ Ḋ(t)·2t/ln2) and Madsen et al.,
+Med Phys 2018;45:2318–2324 (mono-exponential with a population effective half-life).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+import numpy as np
+from scipy.optimize import least_squares
+from scipy.stats import chi2
+
+from LuDoseResponseLib.errors import GeometryError, InputError, ModelFitError
+from LuDoseResponseLib.nuclides import LU177_HALF_LIFE_H
+
+log = logging.getLogger(__name__)
+
+LN2 = math.log(2.0)
+MODELS = ("mono", "uptake-washout", "bi")  # in order of complexity (ties in AICc go to the simpler)
+METHODS = ("fit", "trapezoid", "hanscheid", "madsen")
+TAILS = ("fit", "physical")
+HEADS = ("linear", "constant")
+_RATE_BOUNDS_PER_H = (1e-7, 50.0)
+_RATE_GRID_PER_H = np.geomspace(1e-4, 20.0, 48)
+_REL_SIGMA_FLOOR = 1e-3         # relative weighting: σ_i ∝ max(y_i, 1e-3·max y)
+_WRSS_PER_POINT_FLOOR = 1e-16   # relative residual 1e-8: exact fits tie, and the AICc penalty decides
+_CAP_TOLERANCE = 1e-6           # a fitted λ this close below λ_phys is rounding: capped without a warning
+_DEGENERATE_COND = 1e12
+
+
+# --------------------------------------------------------------------------------------------
+# Result
+# --------------------------------------------------------------------------------------------
+
+def _json_float(x) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class TimeIntegral:
+    """∫₀^∞ of a sampled curve, in value·h, with its standard deviation.
+
+    ``params`` and ``covariance`` are in the order of ``param_names``; a parameter held fixed
+    (a capped decay constant) has zero variance. ``aicc`` lists every candidate model with its
+    AICc (None where the data do not support it). ``sd`` is None where it cannot be estimated
+    (no residual degrees of freedom and no ``values_sd``); ``warnings`` then says so.
+    """
+
+    value: float
+    sd: float | None
+    model: str
+    method: str
+    tail: str
+    params: dict[str, float]
+    param_names: tuple[str, ...]
+    covariance: tuple[tuple[float, ...], ...] | None
+    aicc: dict[str, float | None]
+    t_eff_h: float | None
+    warnings: tuple[str, ...] = ()
+    diagnostics: dict = field(default_factory=dict)
+
+    @property
+    def rel_sd(self) -> float | None:
+        """sd / value (None when either is unavailable or the value is 0)."""
+        if self.sd is None or self.value == 0:
+            return None
+        return self.sd / abs(self.value)
+
+    @property
+    def covariance_matrix(self) -> np.ndarray | None:
+        return None if self.covariance is None else np.array(self.covariance, dtype=float)
+
+    def to_dict(self) -> dict:
+        return {
+            "value": _json_float(self.value),
+            "sd": _json_float(self.sd),
+            "model": self.model,
+            "method": self.method,
+            "tail": self.tail,
+            "params": {k: _json_float(v) for k, v in self.params.items()},
+            "param_names": list(self.param_names),
+            "covariance": None if self.covariance is None
+            else [[_json_float(v) for v in row] for row in self.covariance],
+            "aicc": {k: _json_float(v) for k, v in self.aicc.items()},
+            "t_eff_h": _json_float(self.t_eff_h),
+            "warnings": list(self.warnings),
+            "diagnostics": {k: (_json_float(v) if isinstance(v, float) else v) for k, v in self.diagnostics.items()},
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Input checks
+# --------------------------------------------------------------------------------------------
+
+def _as_1d(name: str, x, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(x, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what}: {name} must be numbers, got {x!r}") from exc
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise InputError(f"{what}: {name} must be one-dimensional, got shape {arr.shape}")
+    return arr
+
+
+def _check_samples(times_h, values, values_sd, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    t = _as_1d("times_h", times_h, what)
+    y = _as_1d("values", values, what)
+    if t.size != y.size:
+        raise InputError(f"{what}: {t.size} times but {y.size} values; give one value per time point")
+    if t.size == 0:
+        raise InputError(f"{what}: no samples given")
+    if not np.all(np.isfinite(t)):
+        raise InputError(f"{what}: times_h contains NaN or infinity at index {int(np.flatnonzero(~np.isfinite(t))[0])}")
+    if not np.all(np.isfinite(y)):
+        raise InputError(f"{what}: values contain NaN or infinity at index {int(np.flatnonzero(~np.isfinite(y))[0])}")
+    if np.any(t < 0):
+        i = int(np.flatnonzero(t < 0)[0])
+        raise InputError(f"{what}: time {t[i]:g} h (index {i}) is before administration; "
+                         "times are hours since administration and must be >= 0")
+    if np.any(np.diff(t) <= 0):
+        i = int(np.flatnonzero(np.diff(t) <= 0)[0])
+        raise InputError(f"{what}: times must be strictly increasing; index {i + 1} ({t[i + 1]:g} h) "
+                         f"follows {t[i]:g} h. Sort the samples and merge duplicates")
+    if np.any(y < 0):
+        i = int(np.flatnonzero(y < 0)[0])
+        raise InputError(f"{what}: value {y[i]:g} at {t[i]:g} h is negative; dose rates and activities "
+                         "must be >= 0")
+    sd = None
+    if values_sd is not None:
+        sd = _as_1d("values_sd", values_sd, what)
+        if sd.size == 1 and y.size > 1:
+            sd = np.full(y.size, float(sd[0]))
+        if sd.size != y.size:
+            raise InputError(f"{what}: values_sd has {sd.size} entries for {y.size} values")
+        if not np.all(np.isfinite(sd)) or np.any(sd < 0):
+            raise InputError(f"{what}: values_sd must be finite and >= 0")
+    return t, y, sd
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str], what: str) -> None:
+    if value not in choices:
+        raise InputError(f"{what}: unknown {name} {value!r}; use one of {', '.join(choices)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Model:
+    name: str
+    param_names: tuple[str, ...]
+    amplitude_index: tuple[int, ...]
+    slow_rate_index: int
+    f: Callable
+    jac: Callable
+    integral_to: Callable    # ∫_0^T f dt; complex-safe
+    integral_inf: Callable   # ∫_0^∞ f dt; complex-safe
+
+
+def _mono_f(t, p):
+    return p[0] * np.exp(-p[1] * t)
+
+
+def _mono_jac(t, p):
+    e = np.exp(-p[1] * t)
+    return np.column_stack([e, -p[0] * t * e])
+
+
+def _partial(a, lam, t_end):
+    """∫_0^T a·e^(−λt) dt = a(1 − e^(−λT))/λ."""
+    return a * (-np.expm1(-lam * t_end)) / lam if np.isrealobj(lam) else a * (1 - np.exp(-lam * t_end)) / lam
+
+
+def _bi_f(t, p):
+    return p[0] * np.exp(-p[1] * t) + p[2] * np.exp(-p[3] * t)
+
+
+def _bi_jac(t, p):
+    e1, e2 = np.exp(-p[1] * t), np.exp(-p[3] * t)
+    return np.column_stack([e1, -p[0] * t * e1, e2, -p[2] * t * e2])
+
+
+def _uw_f(t, p):
+    return p[0] * (np.exp(-p[1] * t) - np.exp(-p[2] * t))
+
+
+def _uw_jac(t, p):
+    e1, e2 = np.exp(-p[1] * t), np.exp(-p[2] * t)
+    return np.column_stack([e1 - e2, -p[0] * t * e1, p[0] * t * e2])
+
+
+_MODELS: dict[str, _Model] = {
+    "mono": _Model("mono", ("amplitude", "lambda_per_h"), (0,), 1, _mono_f, _mono_jac,
+                   lambda p, T: _partial(p[0], p[1], T), lambda p: p[0] / p[1]),
+    "bi": _Model("bi", ("amplitude_fast", "lambda_fast_per_h", "amplitude_slow", "lambda_slow_per_h"), (0, 2), 3,
+                 _bi_f, _bi_jac,
+                 lambda p, T: _partial(p[0], p[1], T) + _partial(p[2], p[3], T),
+                 lambda p: p[0] / p[1] + p[2] / p[3]),
+    "uptake-washout": _Model("uptake-washout", ("amplitude", "lambda_washout_per_h", "lambda_uptake_per_h"), (0,), 1,
+                             _uw_f, _uw_jac,
+                             lambda p, T: _partial(p[0], p[1], T) - _partial(p[0], p[2], T),
+                             lambda p: p[0] / p[1] - p[0] / p[2]),
+}
+
+
+def _grid_start(model: str, t, y, w, fixed_slow: float | None) -> np.ndarray | None:
+    """Variable-projection grid search: rates on a log grid, amplitudes by linear WLS (vectorised)."""
+    g = _RATE_GRID_PER_H
+    if model == "mono":
+        lam = np.array([fixed_slow]) if fixed_slow is not None else g
+        e = np.exp(-np.outer(lam, t))
+        a = (e * w * y).sum(1) / np.maximum((e * e * w).sum(1), 1e-300)
+        rss = (w * (a[:, None] * e - y) ** 2).sum(1)
+        k = int(np.argmin(rss))
+        return np.array([max(a[k], 0.0), lam[k]])
+    if model == "bi":
+        slow = np.array([fixed_slow]) if fixed_slow is not None else g
+        lf, ls = np.meshgrid(g, slow, indexing="ij")
+        keep = lf > 1.5 * ls
+        lf, ls = lf[keep], ls[keep]
+        e1, e2 = np.exp(-np.outer(lf, t)), np.exp(-np.outer(ls, t))
+        s11, s12, s22 = (w * e1 * e1).sum(1), (w * e1 * e2).sum(1), (w * e2 * e2).sum(1)
+        b1, b2 = (w * e1 * y).sum(1), (w * e2 * y).sum(1)
+        det = s11 * s22 - s12 * s12
+        ok = det > 1e-12 * np.maximum(s11 * s22, 1e-300)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a1 = np.where(ok, (b1 * s22 - b2 * s12) / det, -1.0)
+            a2 = np.where(ok, (s11 * b2 - s12 * b1) / det, -1.0)
+        ok &= (a1 > 0) & (a2 > 0)
+        if not np.any(ok):   # no two positive components on the grid: start from the mono solution, split
+            mono = _grid_start("mono", t, y, w, fixed_slow)
+            return np.array([0.5 * mono[0], 3.0 * mono[1], 0.5 * mono[0], mono[1]])
+        rss = np.where(ok, (w * (a1[:, None] * e1 + a2[:, None] * e2 - y) ** 2).sum(1), np.inf)
+        k = int(np.argmin(rss))
+        return np.array([a1[k], lf[k], a2[k], ls[k]])
+    # uptake-washout
+    wash = np.array([fixed_slow]) if fixed_slow is not None else g
+    l1, l2 = np.meshgrid(wash, g, indexing="ij")
+    keep = l2 > 1.5 * l1
+    l1, l2 = l1[keep], l2[keep]
+    gg = np.exp(-np.outer(l1, t)) - np.exp(-np.outer(l2, t))
+    c = (gg * w * y).sum(1) / np.maximum((gg * gg * w).sum(1), 1e-300)
+    ok = c > 0
+    if not np.any(ok):
+        return None
+    rss = np.where(ok, (w * (c[:, None] * gg - y) ** 2).sum(1), np.inf)
+    k = int(np.argmin(rss))
+    return np.array([c[k], l1[k], l2[k]])
+
+
+@dataclass(frozen=True)
+class _Fit:
+    model: str
+    theta: np.ndarray
+    cov: np.ndarray | None   # full p×p, zeros for fixed parameters
+    wrss: float
+    n_free: int
+    degenerate: str          # "" when well determined, otherwise why not
+    capped: bool
+    fitted_slow_rate: float
+
+
+def _fit(model: str, t, y, sigma, absolute_sigma: bool, fixed_slow: float | None) -> _Fit | None:
+    m = _MODELS[model]
+    w = 1.0 / sigma ** 2
+    theta0 = _grid_start(model, t, y, w, fixed_slow)
+    if theta0 is None:
+        return None
+    p = len(m.param_names)
+    free = np.ones(p, bool)
+    if fixed_slow is not None:
+        free[m.slow_rate_index] = False
+        theta0[m.slow_rate_index] = fixed_slow
+    lo = np.array([0.0 if i in m.amplitude_index else _RATE_BOUNDS_PER_H[0] for i in range(p)])
+    hi = np.array([np.inf if i in m.amplitude_index else _RATE_BOUNDS_PER_H[1] for i in range(p)])
+    x0 = np.clip(theta0[free], lo[free], hi[free])
+
+    def full(x):
+        th = theta0.copy()
+        th[free] = x
+        return th
+
+    def res(x):
+        return (m.f(t, full(x)) - y) / sigma
+
+    def jac(x):
+        return m.jac(t, full(x))[:, free] / sigma[:, None]
+
+    sol = least_squares(res, x0, jac=jac, bounds=(lo[free], hi[free]), method="trf", x_scale="jac",
+                        ftol=1e-14, xtol=1e-14, gtol=1e-14, max_nfev=100 * p)
+    theta = full(sol.x)
+    if model == "bi" and theta[1] < theta[3]:   # keep (fast, slow) order
+        theta = theta[[2, 3, 0, 1]]
+    if model == "uptake-washout" and theta[2] < theta[1]:
+        theta = np.array([-theta[0], theta[2], theta[1]])
+    r = (m.f(t, theta) - y) / sigma
+    wrss = float(r @ r)
+    jw = m.jac(t, theta)[:, free] / sigma[:, None]
+    jtj = jw.T @ jw
+    degenerate = ""
+    amp = theta[list(m.amplitude_index)]
+    if np.any(amp <= 1e-12 * max(float(np.max(y)), 1e-300)):
+        degenerate = "an amplitude fitted to zero (a simpler model describes the data)"
+    elif model == "bi" and abs(theta[1] - theta[3]) <= 1e-3 * theta[3]:
+        degenerate = "the two decay constants coincide"
+    elif model == "uptake-washout" and theta[2] >= 0.999 * _RATE_BOUNDS_PER_H[1]:
+        degenerate = "the uptake rate ran to its bound (the uptake is not resolved by the samples)"
+    scale = np.sqrt(np.diag(jtj))
+    if not degenerate and np.all(scale > 0):
+        cond = np.linalg.cond(jtj / np.outer(scale, scale))   # scale-free: amplitudes and rates differ by decades
+        if not np.isfinite(cond) or cond > _DEGENERATE_COND:
+            degenerate = f"the parameters are not determined by these samples (condition number {cond:.1e})"
+    elif not degenerate:
+        degenerate = "a parameter does not influence the curve at the sample times"
+    n_free = int(free.sum())
+    dof = t.size - n_free
+    cov_free = np.linalg.pinv(jtj) if degenerate else np.linalg.inv(jtj)
+    if not absolute_sigma:
+        cov_free = cov_free * (wrss / dof) if dof > 0 else None
+    cov = None
+    if cov_free is not None:
+        cov = np.zeros((p, p))
+        cov[np.ix_(free, free)] = cov_free
+    return _Fit(model, theta, cov, wrss, n_free, degenerate, fixed_slow is not None, float(theta[m.slow_rate_index]))
+
+
+def _fit_capped(model: str, t, y, sigma, absolute_sigma: bool, lam_phys: float, warn: list[str],
+                what: str) -> _Fit | None:
+    """Fit; if the slowest fitted λ is below λ_phys (T_eff > T½), refit with it fixed at λ_phys."""
+    fit = _fit(model, t, y, sigma, absolute_sigma, None)
+    if fit is None:
+        return None
+    lam = fit.fitted_slow_rate
+    if lam >= lam_phys:
+        return fit
+    if lam < lam_phys * (1 - _CAP_TOLERANCE):
+        t_fit = LN2 / lam
+        warn.append(f"{what}: {model} fit gives an effective half-life of {t_fit:.4g} h, longer than the physical "
+                    f"half-life {LN2 / lam_phys:.4g} h; capped to the physical half-life (no biological washout)")
+    capped = _fit(model, t, y, sigma, absolute_sigma, lam_phys)
+    return capped
+
+
+def _aicc(wrss: float, n: int, k_params: int, absolute_sigma: bool) -> float | None:
+    """Small-sample AIC (Burnham & Anderson 2002; Glatting et al., Med Phys 2007;34:4285).
+
+    Known σ (``values_sd``): AICc = χ² + 2K + 2K(K+1)/(n−K−1), K = number of fitted parameters.
+    σ estimated from the residuals: AICc = n·ln(WRSS/n) + 2K + 2K(K+1)/(n−K−1), K = parameters + 1.
+    None when n − K − 1 ≤ 0 (the data do not support the model).
+    """
+    k = k_params if absolute_sigma else k_params + 1
+    if n - k - 1 <= 0:
+        return None
+    base = wrss if absolute_sigma else n * math.log(max(wrss / n, _WRSS_PER_POINT_FLOOR))
+    return base + 2 * k + 2 * k * (k + 1) / (n - k - 1)
+
+
+def _aic(wrss: float, n: int, k_params: int, absolute_sigma: bool) -> float:
+    """AIC without the small-sample term (same K and likelihood as :func:`_aicc`)."""
+    k = k_params if absolute_sigma else k_params + 1
+    base = wrss if absolute_sigma else n * math.log(max(wrss / n, _WRSS_PER_POINT_FLOOR))
+    return base + 2 * k
+
+
+def _complex_step_grad(fun: Callable, theta: np.ndarray) -> np.ndarray:
+    """Exact first derivatives of a complex-safe scalar function (complex-step method)."""
+    g = np.zeros(theta.size)
+    for k in range(theta.size):
+        h = 1e-20 * max(abs(theta[k]), 1e-280)
+        th = theta.astype(complex)
+        th[k] += 1j * h
+        g[k] = float(np.imag(fun(th))) / h
+    return g
+
+
+# --------------------------------------------------------------------------------------------
+# time_integral
+# --------------------------------------------------------------------------------------------
+
+def time_integral(times_h, values, model: str = "auto", method: str = "fit", tail: str = "fit", *,
+                  values_sd=None, head: str = "linear", tail_points: int = 3,
+                  half_life_h: float = LU177_HALF_LIFE_H, population_t_eff_h: float | None = None,
+                  population_t_eff_sd_h: float = 0.0, what: str = "time_integral") -> TimeIntegral:
+    """∫₀^∞ of sampled values (value·h) with its SD.
+
+    Arguments:
+        times_h: sample times, hours since administration, strictly increasing, ≥ 0.
+        values: samples (≥ 0) in any unit (Gy/h → Gy; MBq → MBq·h), physical decay included.
+        model: ``auto`` | ``mono`` | ``bi`` | ``uptake-washout`` (``trapezoid`` = method trapezoid).
+        method: ``fit`` (weighted least squares), ``trapezoid``, ``hanscheid`` or ``madsen`` (one sample).
+        tail: after the last sample, ``fit`` continues the fitted curve (or, for trapezoid, the
+            exponential fitted to the last points); ``physical`` continues with physical decay only
+            from the last value — an upper bound that overestimates badly when the tumour washes out.
+        values_sd: SD of each sample (count statistics). With it, σ is known: weights 1/σ² and the
+            covariance (JᵀWJ)⁻¹. Without it, every sample is given the same relative uncertainty
+            (σ_i ∝ y_i, floor 1e-3·max y) and the covariance is scaled by WRSS/(n − p); with no
+            degrees of freedom left, ``sd`` is None.
+        head: trapezoid only, before the first sample: ``linear`` (value 0 at administration, a
+            triangle t₀·y₀/2; the default) or ``constant`` (y₀ from administration, t₀·y₀).
+        tail_points: trapezoid with tail ``fit``: the number of last samples (taken at or after
+            the maximum) to which the tail exponential is fitted on ln y.
+        half_life_h: physical half-life; a fitted effective half-life above it is capped to it.
+        population_t_eff_h, population_t_eff_sd_h: for method ``madsen``.
+        what: a label (tumour, cycle) used in messages.
+
+    ``auto`` fits every model and keeps the lowest AICc among those whose AICc is defined
+    (n − K − 1 > 0) and whose parameters are determined; ties go to the simpler model. With too
+    few samples for any AICc (four samples without ``values_sd``), it compares the models that
+    keep a residual degree of freedom by AIC instead, and says so in ``warnings``.
+    """
+    if model == "trapezoid":
+        model, method = "auto", "trapezoid"
+    _check_choice("method", method, METHODS, what)
+    _check_choice("model", model, ("auto", *MODELS), what)
+    _check_choice("tail", tail, TAILS, what)
+    _check_choice("head", head, HEADS, what)
+    if not (half_life_h > 0 and math.isfinite(half_life_h)):
+        raise InputError(f"{what}: half_life_h must be positive and finite, got {half_life_h!r}")
+    t, y, sd = _check_samples(times_h, values, values_sd, what)
+    lam_phys = LN2 / half_life_h
+    if method == "hanscheid":
+        _require_single(t, what, method)
+        return hanscheid_2018(float(t[0]), float(y[0]), value_sd=None if sd is None else float(sd[0]),
+                              what=what)
+    if method == "madsen":
+        _require_single(t, what, method)
+        if population_t_eff_h is None:
+            raise InputError(f"{what}: method 'madsen' needs population_t_eff_h (a population effective half-life)")
+        return madsen_2018(float(t[0]), float(y[0]), population_t_eff_h, t_eff_sd_h=population_t_eff_sd_h,
+                           value_sd=None if sd is None else float(sd[0]), half_life_h=half_life_h, what=what)
+    if not np.any(y > 0):
+        return TimeIntegral(0.0, 0.0, "zero", method, tail, {}, (), None, {}, None,
+                            (f"{what}: every sample is 0; the integral is 0",), {"n_points": int(t.size)})
+    if method == "trapezoid":
+        if not (isinstance(tail_points, int) and tail_points >= 2):
+            raise InputError(f"{what}: tail_points must be an integer >= 2, got {tail_points!r}")
+        return _trapezoid(t, y, sd, head, tail, tail_points, lam_phys, what)
+    return _fit_integral(t, y, sd, model, tail, lam_phys, what)
+
+
+def _require_single(t, what, method):
+    if t.size != 1:
+        raise InputError(f"{what}: method {method!r} takes exactly one sample, got {t.size}")
+
+
+def _fit_integral(t, y, sd, model, tail, lam_phys, what) -> TimeIntegral:
+    n = t.size
+    absolute = sd is not None
+    if absolute:
+        if np.any(sd <= 0):
+            raise InputError(f"{what}: values_sd must be > 0 for a least-squares fit (a zero SD is an "
+                             "infinite weight)")
+        sigma = sd
+    else:
+        sigma = np.maximum(y, _REL_SIGMA_FLOOR * float(np.max(y)))
+    warnings: list[str] = []
+    candidates = MODELS if model == "auto" else (model,)
+    for name in candidates:
+        p = len(_MODELS[name].param_names)
+        if model != "auto" and n < p:
+            raise InputError(f"{what}: the {name} model has {p} parameters but only {n} samples were given; "
+                             "use a simpler model, method='trapezoid', or a single-time-point method")
+    if n < 2:
+        raise InputError(f"{what}: one sample cannot be fitted; use method='hanscheid' or 'madsen'")
+    fits: dict[str, _Fit] = {}
+    fit_warnings: dict[str, list[str]] = {}
+    aicc: dict[str, float | None] = {}
+    notes: dict[str, str] = {}
+    for name in candidates:
+        if n < len(_MODELS[name].param_names) or (model == "auto" and n == len(_MODELS[name].param_names)):
+            aicc[name] = None
+            notes[name] = "no residual degree of freedom (samples <= parameters)"
+            continue
+        fit_warnings[name] = []
+        fit = _fit_capped(name, t, y, sigma, absolute, lam_phys, fit_warnings[name], what)
+        if fit is None:
+            aicc[name] = None
+            notes[name] = "no admissible starting point (the data do not have this shape)"
+            continue
+        fits[name] = fit
+        # the model's own parameter count (a decay constant capped to λ_phys still counts: the cap is a
+        # physical constraint applied after selection, not a simpler model family)
+        aicc[name] = None if fit.degenerate else _aicc(fit.wrss, n, len(_MODELS[name].param_names), absolute)
+        if fit.degenerate:
+            notes[name] = fit.degenerate
+        elif aicc[name] is None:
+            notes[name] = f"too few samples for AICc ({n})"
+    if model == "auto":
+        supported = [m for m in MODELS if aicc.get(m) is not None]
+        if supported:
+            best = min(supported, key=lambda m: (aicc[m], MODELS.index(m)))
+            selected_by = "AICc"
+        else:
+            ok = [m for m in MODELS if m in fits and not fits[m].degenerate and n > len(_MODELS[m].param_names)]
+            if not ok:
+                raise ModelFitError(f"{what}: no model could be fitted to these {n} samples "
+                                    f"({'; '.join(f'{k}: {v}' for k, v in notes.items())}); use method='trapezoid'")
+            aic = {m: _aic(fits[m].wrss, n, len(_MODELS[m].param_names), absolute) for m in ok}
+            best = min(ok, key=lambda m: (aic[m], MODELS.index(m)))
+            selected_by = "AIC (too few samples for AICc)"
+            warnings.append(f"{what}: {n} samples are too few for AICc; chose {best} by AIC among the models with a "
+                            f"residual degree of freedom ({', '.join(ok)}). Choose the model explicitly if you can")
+    else:
+        best = model
+        selected_by = "explicit"
+        if best not in fits:
+            raise ModelFitError(f"{what}: the {best} model cannot be fitted to these samples ({notes.get(best)}); "
+                                "use another model or method='trapezoid'")
+    warnings.extend(fit_warnings.get(best, []))
+    fit = fits[best]
+    m = _MODELS[best]
+    dof = n - fit.n_free
+    if absolute and dof > 0:
+        p_fit = float(chi2.sf(fit.wrss, dof))
+        if p_fit < 1e-3:
+            warnings.append(f"{what}: the {best} model does not describe the samples within values_sd "
+                            f"(χ² = {fit.wrss:.3g} on {dof} degrees of freedom, p = {p_fit:.1e}); "
+                            "consider another model or method='trapezoid'")
+    if fit.degenerate:
+        warnings.append(f"{what}: {best} fit is degenerate: {fit.degenerate}; its SD is not reliable")
+    t_last = float(t[-1])
+    if tail == "fit":
+        def value_fn(th):
+            return m.integral_inf(th)
+    else:
+        def value_fn(th):
+            return m.integral_to(th, t_last) + m.f(np.array([t_last]), th)[0] / lam_phys
+    value = float(np.real(value_fn(fit.theta)))
+    sd_value = None
+    if fit.cov is not None:
+        g = _complex_step_grad(value_fn, fit.theta)
+        sd_value = float(math.sqrt(max(g @ fit.cov @ g, 0.0)))
+    else:
+        warnings.append(f"{what}: SD not estimable ({n} samples, {fit.n_free} free parameters, no values_sd); "
+                        "pass values_sd from count statistics")
+    slow = float(fit.theta[m.slow_rate_index])
+    diagnostics = {
+        "n_points": int(n), "dof": int(dof), "wrss": float(fit.wrss), "weighting": "absolute" if absolute
+        else "relative", "selected_by": selected_by, "capped": bool(fit.capped),
+        "head": "model", "t_last_h": t_last,
+        "tail_value": float(np.real(value_fn(fit.theta) - m.integral_to(fit.theta, t_last))),
+        "not_selected": dict(notes),
+    }
+    for w in warnings:
+        log.warning(w)
+    return TimeIntegral(
+        value=value, sd=sd_value, model=best, method="fit", tail=tail,
+        params={k: float(v) for k, v in zip(m.param_names, fit.theta, strict=True)}, param_names=m.param_names,
+        covariance=None if fit.cov is None else tuple(tuple(float(v) for v in row) for row in fit.cov),
+        aicc=aicc, t_eff_h=LN2 / slow, warnings=tuple(warnings), diagnostics=diagnostics)
+
+
+# --------------------------------------------------------------------------------------------
+# Trapezoid with explicit head and tail
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _TrapezoidParts:
+    head: float
+    body: float
+    tail: float
+    lam_tail: float
+    tail_note: str      # "" or why the tail fell back / was capped
+    capped_by: float    # fitted λ / λ_phys when capped, else 0
+
+
+def _tail_rate(t, y, sd, tail_points: int, lam_phys: float) -> tuple[float, str, float]:
+    """Effective λ of the last samples (at or after the maximum), by weighted LS on ln y."""
+    start = int(np.argmax(y))
+    idx = np.arange(start, t.size)[-tail_points:]
+    idx = idx[y[idx] > 0]
+    if idx.size < 2:
+        return lam_phys, "fewer than two positive samples at or after the maximum; physical decay used", 0.0
+    ti, li = t[idx], np.log(y[idx])
+    w = np.ones(idx.size) if sd is None else (y[idx] / np.maximum(sd[idx], 1e-300)) ** 2
+    tm = (w * ti).sum() / w.sum()
+    lm = (w * li).sum() / w.sum()
+    slope = (w * (ti - tm) * (li - lm)).sum() / (w * (ti - tm) ** 2).sum()
+    lam = -float(slope)
+    if lam < lam_phys:
+        return lam_phys, "capped", lam / lam_phys
+    return lam, "", 0.0
+
+
+def _trapezoid_parts(t, y, sd, head: str, tail: str, tail_points: int, lam_phys: float) -> _TrapezoidParts:
+    t0, y0 = float(t[0]), float(y[0])
+    head_value = 0.0 if t0 == 0 else (0.5 * t0 * y0 if head == "linear" else t0 * y0)
+    body = float(np.sum(np.diff(t) * (y[1:] + y[:-1]) * 0.5))
+    if tail == "physical":
+        lam, note, capped_by = lam_phys, "", 0.0
+    else:
+        lam, note, capped_by = _tail_rate(t, y, sd, tail_points, lam_phys)
+    return _TrapezoidParts(head_value, body, float(y[-1]) / lam, lam, note, capped_by)
+
+
+def _trapezoid(t, y, sd, head, tail, tail_points, lam_phys, what) -> TimeIntegral:
+    parts = _trapezoid_parts(t, y, sd, head, tail, tail_points, lam_phys)
+    value = parts.head + parts.body + parts.tail
+    warnings: list[str] = []
+    if parts.tail_note == "capped" and parts.capped_by < 1 - _CAP_TOLERANCE:
+        t_fit = "∞" if parts.capped_by <= 0 else f"{LN2 / (parts.capped_by * lam_phys):.4g}"
+        warnings.append(f"{what}: the tail exponential fitted to the last samples has an effective half-life of "
+                        f"{t_fit} h, longer than the physical half-life {LN2 / lam_phys:.4g} h; capped to the "
+                        "physical half-life")
+    elif parts.tail_note and parts.tail_note != "capped":
+        warnings.append(f"{what}: tail: {parts.tail_note}")
+    sd_value = None
+    if sd is not None:
+        grad = np.zeros(t.size)
+        for i in range(t.size):
+            h = 1e-6 * max(float(y[i]), 1e-9 * float(np.max(y)))
+            up, dn = y.copy(), y.copy()
+            up[i] += h
+            if y[i] - h > 0:
+                dn[i] -= h
+                step = 2 * h
+            else:
+                step = h
+            f_up = _trapezoid_parts(t, up, sd, head, tail, tail_points, lam_phys)
+            f_dn = _trapezoid_parts(t, dn, sd, head, tail, tail_points, lam_phys)
+            grad[i] = ((f_up.head + f_up.body + f_up.tail) - (f_dn.head + f_dn.body + f_dn.tail)) / step
+        sd_value = float(math.sqrt(np.sum((grad * sd) ** 2)))
+    else:
+        warnings.append(f"{what}: trapezoid SD needs values_sd (the SD of each sample); sd is None")
+    for w in warnings:
+        log.warning(w)
+    diagnostics = {"n_points": int(t.size), "head": head, "head_value": parts.head, "body_value": parts.body,
+                   "tail_value": parts.tail, "t_last_h": float(t[-1]), "tail_points": int(tail_points),
+                   "capped": parts.tail_note == "capped"}
+    return TimeIntegral(value=float(value), sd=sd_value, model="trapezoid", method="trapezoid", tail=tail,
+                        params={"lambda_tail_per_h": parts.lam_tail}, param_names=("lambda_tail_per_h",),
+                        covariance=None, aicc={}, t_eff_h=LN2 / parts.lam_tail, warnings=tuple(warnings),
+                        diagnostics=diagnostics)
+
+
+# --------------------------------------------------------------------------------------------
+# Single time point
+# --------------------------------------------------------------------------------------------
+
+def _check_single(time_h, value, value_sd, what) -> tuple[float, float, float | None]:
+    t, y, sd = _check_samples([time_h], [value], None if value_sd is None else [value_sd], what)
+    if t[0] <= 0:
+        raise InputError(f"{what}: a single-time-point estimate needs a sample after administration (t > 0 h)")
+    return float(t[0]), float(y[0]), None if sd is None else float(sd[0])
+
+
+def hanscheid_2018(time_h: float, value: float, *, value_sd: float | None = None,
+                   what: str = "hanscheid_2018") -> TimeIntegral:
+    """Single-time-point integral of Hänscheid et al., J Nucl Med 2018;59:75–81: ∫ ≈ y(t)·2t/ln2.
+
+    For a mono-exponential the ratio to the truth is (2x/ln2)·e^(−x), x = λt: exact when T_eff = t
+    or T_eff = t/2, at most 6.2 % high between (x = 1), and low outside. It assumes a mono-exponential decline from
+    t = 0 and ignores uptake; Hänscheid et al. recommend a sample at about 4 d for Lu-177 DOTATATE.
+    The SD includes only ``value_sd``, not the approximation error.
+    """
+    t, y, sd = _check_single(time_h, value, value_sd, what)
+    factor = 2.0 * t / LN2
+    warnings = (f"{what}: the Hänscheid approximation error (up to +6.2 % when the effective half-life lies "
+                "between t/2 and t, an underestimate outside) is not included in the SD",)
+    return TimeIntegral(value=y * factor, sd=None if sd is None else sd * factor, model="hanscheid-2018",
+                        method="hanscheid", tail="fit", params={"factor_h": factor}, param_names=("factor_h",),
+                        covariance=None, aicc={}, t_eff_h=t, warnings=warnings,
+                        diagnostics={"n_points": 1, "time_h": t})
+
+
+def madsen_2018(time_h: float, value: float, t_eff_h: float, *, t_eff_sd_h: float = 0.0,
+                value_sd: float | None = None, half_life_h: float = LU177_HALF_LIFE_H,
+                what: str = "madsen_2018") -> TimeIntegral:
+    """Single-time-point integral of Madsen et al., Med Phys 2018;45:2318–2324.
+
+    A mono-exponential through the sample with a population effective half-life T:
+    ∫ = y(t)·e^(λt)/λ, λ = ln2/T. The SD propagates ``value_sd`` and ``t_eff_sd_h`` to first order;
+    the derivative with respect to T vanishes at t = T/ln2, Madsen's optimal sampling time.
+    """
+    t, y, sd = _check_single(time_h, value, value_sd, what)
+    if not (t_eff_h > 0 and math.isfinite(t_eff_h)):
+        raise InputError(f"{what}: population effective half-life must be positive and finite, got {t_eff_h!r} h")
+    if not (t_eff_sd_h >= 0 and math.isfinite(t_eff_sd_h)):
+        raise InputError(f"{what}: t_eff_sd_h must be finite and >= 0, got {t_eff_sd_h!r}")
+    warnings = []
+    if t_eff_h > half_life_h * (1 + _CAP_TOLERANCE):
+        warnings.append(f"{what}: population effective half-life {t_eff_h:g} h exceeds the physical half-life "
+                        f"{half_life_h:g} h; capped to it")
+    t_eff = min(t_eff_h, half_life_h)
+    lam = LN2 / t_eff
+    factor = math.exp(lam * t) / lam
+    value_out = y * factor
+    # d/dT [e^(ln2 t/T) T/ln2] = e^(λt)(1/ln2 − t/T)
+    d_dT = y * math.exp(lam * t) * (1.0 / LN2 - t / t_eff)
+    var = (d_dT * t_eff_sd_h) ** 2 + ((sd or 0.0) * factor) ** 2
+    sd_out = math.sqrt(var) if (sd is not None or t_eff_sd_h > 0) else None
+    return TimeIntegral(value=value_out, sd=sd_out, model="madsen-2018", method="madsen", tail="fit",
+                        params={"lambda_per_h": lam, "factor_h": factor}, param_names=("lambda_per_h", "factor_h"),
+                        covariance=None, aicc={}, t_eff_h=t_eff, warnings=tuple(warnings),
+                        diagnostics={"n_points": 1, "time_h": t, "optimal_time_h": t_eff / LN2})
+
+
+# --------------------------------------------------------------------------------------------
+# Per tumour (VOI mean) and voxel-wise
+# --------------------------------------------------------------------------------------------
+
+def _as_array_on_grid(image, reference, what: str, name: str) -> np.ndarray:
+    import SimpleITK as sitk
+
+    from LuDoseResponseLib.imaging import require_same_grid
+
+    if isinstance(image, sitk.Image):
+        if isinstance(reference, sitk.Image):
+            require_same_grid(reference, image, "the first map", f"{what}: {name}")
+        return sitk.GetArrayViewFromImage(image)
+    try:
+        return np.asarray(image, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what}: {name} is not an image or a numeric array") from exc
+
+
+def voi_mean_values(maps: Sequence, mask, *, what: str = "tumour") -> np.ndarray:
+    """Mean of each map (e.g. dose rate in Gy/h at each time point) over the VOI ``mask``.
+
+    Maps and mask are SimpleITK images on one grid, or numpy arrays of one shape.
+    """
+    if len(maps) == 0:
+        raise InputError(f"{what}: no maps given")
+    ref = maps[0]
+    m = np.asarray(_as_array_on_grid(mask, ref, what, "mask")) > 0
+    if not m.any():
+        raise GeometryError(f"{what}: the VOI mask is empty; check the segmentation and its grid")
+    out = np.empty(len(maps))
+    for i, img in enumerate(maps):
+        arr = _as_array_on_grid(img, ref, what, f"map {i}")
+        if arr.shape != m.shape:
+            raise GeometryError(f"{what}: map {i} has shape {arr.shape} but the mask has {m.shape}; "
+                                "resample the mask onto the map grid")
+        vals = arr[m]
+        if not np.all(np.isfinite(vals)):
+            raise InputError(f"{what}: map {i} has NaN or infinite values inside the VOI")
+        out[i] = float(vals.mean())
+    return out
+
+
+def tumour_cycle_dose(times_h, dose_rate_maps: Sequence, mask, *, what: str = "tumour", **kwargs) -> TimeIntegral:
+    """Absorbed dose (Gy) of one tumour in one cycle: ∫ of the VOI-mean dose rate (Gy/h) over time.
+
+    ``kwargs`` go to :func:`time_integral` (model, method, tail, values_sd, ...).
+    """
+    rates = voi_mean_values(dose_rate_maps, mask, what=what)
+    negative = rates < 0
+    if np.any(negative):
+        raise InputError(f"{what}: the mean dose rate in the VOI is negative at time index "
+                         f"{int(np.flatnonzero(negative)[0])}; check the dose-rate maps")
+    return time_integral(times_h, rates, what=what, **kwargs)
+
+
+@dataclass(frozen=True)
+class VoxelwiseIntegral:
+    """Voxel-wise time integrals (value·h per voxel, e.g. a dose map in Gy from dose-rate maps in Gy/h).
+
+    ``lambda_per_h``: the effective decay constant used after the last sample (fitted, or the
+    physical one where capped). ``fallback``: voxels integrated by trapezoid because a sample was
+    ≤ 0 (model ``mono`` only).
+    """
+
+    integral: np.ndarray
+    lambda_per_h: np.ndarray
+    fallback: np.ndarray
+    n_capped: int
+    model: str
+    tail: str
+    reference: object = None   # SimpleITK image whose grid the maps had, or None
+
+    def integral_image(self):
+        """The integral as a SimpleITK image on the maps' grid (needs SimpleITK maps as input)."""
+        from LuDoseResponseLib.imaging import image_like
+
+        if self.reference is None:
+            raise InputError("voxel-wise integral: the maps were numpy arrays; there is no grid to attach")
+        return image_like(self.integral.astype(np.float32), self.reference)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "tail": self.tail, "shape": list(self.integral.shape),
+                "n_fallback": int(self.fallback.sum()), "n_capped": int(self.n_capped),
+                "integral_sum": float(self.integral.sum()), "integral_max": float(self.integral.max())}
+
+
+def _vw_trapezoid(t, y, rel, head, tail, tail_points, lam_phys):
+    """Vectorised trapezoid (y: n_t × N); the same rules as the scalar trapezoid."""
+    n = t.size
+    head_v = np.zeros(y.shape[1]) if t[0] == 0 else (0.5 if head == "linear" else 1.0) * t[0] * y[0]
+    body = np.sum(np.diff(t)[:, None] * (y[1:] + y[:-1]) * 0.5, axis=0)
+    lam = np.full(y.shape[1], lam_phys)
+    capped = np.zeros(y.shape[1], bool)
+    if tail == "fit":
+        start = np.maximum(np.argmax(y, axis=0), n - tail_points)
+        j = np.arange(n)[:, None]
+        use = (j >= start[None, :]) & (y > 0)
+        w = use / (rel[:, None] ** 2)
+        ln = np.log(np.where(y > 0, y, 1.0))
+        sw = w.sum(0)
+        ok = use.sum(0) >= 2
+        sw_safe = np.where(ok, sw, 1.0)
+        tm = (w * t[:, None]).sum(0) / sw_safe
+        lm = (w * ln).sum(0) / sw_safe
+        den = (w * (t[:, None] - tm) ** 2).sum(0)
+        slope = (w * (t[:, None] - tm) * (ln - lm)).sum(0) / np.where(ok, den, 1.0)
+        fitted = np.where(ok, -slope, lam_phys)
+        capped = ok & (fitted < lam_phys * (1 - _CAP_TOLERANCE))
+        lam = np.maximum(fitted, lam_phys)
+    return head_v + body + y[-1] / lam, lam, capped
+
+
+def _vw_mono(t, y, rel, tail, lam_phys, iterations: int = 60):
+    """Vectorised weighted LS fit of A·e^(−λt) with σ_ij = rel_i·y_ij (all y > 0); λ capped at λ_phys."""
+    w = 1.0 / (rel[:, None] * y) ** 2
+    wl = 1.0 / rel ** 2
+    ln = np.log(y)
+    tm = (wl @ t) / wl.sum()
+    slope = (wl[:, None] * (t - tm)[:, None] * (ln - (wl @ ln) / wl.sum())).sum(0) / (wl * (t - tm) ** 2).sum()
+    lam = np.clip(-slope, _RATE_BOUNDS_PER_H[0], _RATE_BOUNDS_PER_H[1])
+    amp = np.exp((wl @ ln) / wl.sum() + lam * tm)
+    tt = t[:, None]
+
+    def wrss(a, lm):
+        return (w * (a * np.exp(-lm * tt) - y) ** 2).sum(0)
+
+    cur = wrss(amp, lam)
+    mu = np.full(y.shape[1], 1e-3)
+    for _ in range(iterations):
+        e = np.exp(-lam * tt)
+        r = amp * e - y
+        ja, jl = e, -amp * tt * e
+        a11, a12, a22 = (w * ja * ja).sum(0), (w * ja * jl).sum(0), (w * jl * jl).sum(0)
+        g1, g2 = (w * ja * r).sum(0), (w * jl * r).sum(0)
+        b11, b22 = a11 * (1 + mu), a22 * (1 + mu)
+        det = b11 * b22 - a12 * a12
+        det = np.where(det > 0, det, np.inf)
+        da = -(b22 * g1 - a12 * g2) / det
+        dl = -(b11 * g2 - a12 * g1) / det
+        a_new = np.maximum(amp + da, 0.0)
+        l_new = np.clip(lam + dl, _RATE_BOUNDS_PER_H[0], _RATE_BOUNDS_PER_H[1])
+        trial = wrss(a_new, l_new)
+        better = trial < cur
+        amp = np.where(better, a_new, amp)
+        lam = np.where(better, l_new, lam)
+        cur = np.where(better, trial, cur)
+        mu = np.where(better, mu / 3.0, mu * 4.0)
+    capped = lam < lam_phys * (1 - _CAP_TOLERANCE)
+    low = lam < lam_phys
+    if np.any(low):
+        e = np.exp(-lam_phys * tt[:, :1])
+        amp_fixed = (w[:, low] * e * y[:, low]).sum(0) / (w[:, low] * e * e).sum(0)
+        amp = amp.copy()
+        amp[low] = amp_fixed
+        lam = np.where(low, lam_phys, lam)
+    if tail == "fit":
+        value = amp / lam
+    else:
+        t_last = t[-1]
+        value = amp * (-np.expm1(-lam * t_last)) / lam + amp * np.exp(-lam * t_last) / lam_phys
+    return value, lam, capped
+
+
+def voxelwise_time_integral(times_h, maps: Sequence, *, model: str = "mono", tail: str = "fit", mask=None,
+                            rel_sd=None, head: str = "linear", tail_points: int = 3,
+                            half_life_h: float = LU177_HALF_LIFE_H, chunk_voxels: int = 1_000_000,
+                            what: str = "voxel-wise integral") -> VoxelwiseIntegral:
+    """Integrate a time series of maps voxel by voxel, vectorised over voxels (no per-voxel Python loop).
+
+    ``model``: ``mono`` (weighted LS fit of A·e^(−λt) per voxel with σ ∝ y, the same objective as
+    :func:`time_integral` with ``values_sd = rel_sd·y``; voxels with a sample ≤ 0 fall back to the
+    trapezoid) or ``trapezoid`` (the rules of :func:`time_integral`'s trapezoid). ``rel_sd``: the
+    relative SD of each time point (default equal). Voxels outside ``mask`` get 0.
+    """
+    _check_choice("model", model, ("mono", "trapezoid"), what)
+    _check_choice("tail", tail, TAILS, what)
+    _check_choice("head", head, HEADS, what)
+    t = _as_1d("times_h", times_h, what)
+    if len(maps) != t.size:
+        raise InputError(f"{what}: {t.size} times but {len(maps)} maps")
+    _check_samples(t, np.zeros(t.size), None, what)
+    if t.size < 2:
+        raise InputError(f"{what}: voxel-wise integration needs at least two time points")
+    import SimpleITK as sitk
+
+    ref = maps[0]
+    arrays = [np.asarray(_as_array_on_grid(mp, ref, what, f"map {i}"), dtype=float) for i, mp in enumerate(maps)]
+    shape = arrays[0].shape
+    for i, a in enumerate(arrays):
+        if a.shape != shape:
+            raise GeometryError(f"{what}: map {i} has shape {a.shape}, map 0 has {shape}; resample onto one grid")
+        if not np.all(np.isfinite(a)):
+            raise InputError(f"{what}: map {i} has NaN or infinite values")
+        if np.any(a < 0):
+            raise InputError(f"{what}: map {i} has negative values; dose rates and activities must be >= 0")
+    rel = np.ones(t.size) if rel_sd is None else _as_1d("rel_sd", rel_sd, what)
+    if rel.size != t.size or np.any(~np.isfinite(rel)) or np.any(rel <= 0):
+        raise InputError(f"{what}: rel_sd must hold one positive relative SD per time point")
+    sel = np.ones(shape, bool) if mask is None else np.asarray(_as_array_on_grid(mask, ref, what, "mask")) > 0
+    if sel.shape != shape:
+        raise GeometryError(f"{what}: mask shape {sel.shape} differs from the maps' {shape}")
+    stack = np.stack([a[sel] for a in arrays])         # n_t × N
+    lam_phys = LN2 / half_life_h
+    n_vox = stack.shape[1]
+    value = np.zeros(n_vox)
+    lam = np.full(n_vox, lam_phys)
+    fallback = np.zeros(n_vox, bool)
+    n_capped = 0
+    for lo in range(0, n_vox, chunk_voxels):
+        y = stack[:, lo:lo + chunk_voxels]
+        v, lm, cp = _vw_trapezoid(t, y, rel, head, tail, tail_points, lam_phys)
+        fb = np.ones(y.shape[1], bool)
+        if model == "mono":
+            pos = np.all(y > 0, axis=0)
+            fb = ~pos
+            if np.any(pos):
+                vm, lmm, cpm = _vw_mono(t, y[:, pos], rel, tail, lam_phys)
+                v[pos], lm[pos], cp[pos] = vm, lmm, cpm
+        value[lo:lo + chunk_voxels] = v
+        lam[lo:lo + chunk_voxels] = lm
+        fallback[lo:lo + chunk_voxels] = fb & (model == "mono")
+        n_capped += int(cp.sum())
+    out = np.zeros(shape)
+    out[sel] = value
+    lam_map = np.full(shape, lam_phys)
+    lam_map[sel] = lam
+    fb_map = np.zeros(shape, bool)
+    fb_map[sel] = fallback
+    if n_capped:
+        log.warning("%s: %d voxel(s) had an effective half-life above the physical one; capped", what, n_capped)
+    reference = ref if isinstance(ref, sitk.Image) else None
+    return VoxelwiseIntegral(out, lam_map, fb_map, n_capped, model, tail, reference)
+
+
+# --------------------------------------------------------------------------------------------
+# Sums over cycles
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CycleSum:
+    """Cumulative dose over a set of cycles: D_tot = Σ D_cycle (exact), with its SD."""
+
+    dose_gy: float
+    sd_gy: float | None
+    activity_mbq: float
+    cycles: tuple[int, ...]
+
+    @property
+    def activity_gbq(self) -> float:
+        return self.activity_mbq / 1000.0
+
+    def to_dict(self) -> dict:
+        return {"dose_gy": _json_float(self.dose_gy), "sd_gy": _json_float(self.sd_gy),
+                "activity_mbq": _json_float(self.activity_mbq), "activity_gbq": _json_float(self.activity_gbq),
+                "cycles": list(self.cycles)}
+
+
+def _as_datetime(x, what: str) -> datetime:
+    if isinstance(x, datetime):
+        return x
+    if isinstance(x, date):
+        return datetime(x.year, x.month, x.day)
+    raise InputError(f"{what}: expected a date or datetime, got {x!r}")
+
+
+def sum_cycles(cycles: Sequence[int], doses_gy, activities_mbq, *, sds_gy=None, administered_at=None,
+               before=None, calibration_sd_gy=None, calibration_correlation: float = 0.0,
+               what: str = "cycle sum") -> CycleSum:
+    """Σ over cycles of dose and administered activity, all cycles or those administered before ``before``.
+
+    ``before`` (date or datetime, e.g. the date of the best response, t_vmin) keeps the cycles whose
+    ``administered_at`` is strictly earlier; a date counts from its midnight, so a CT on the day of an
+    administration counts as taken before it. The SD combines the cycles' SDs as independent (the
+    paper) unless ``calibration_correlation`` > 0 (see :func:`uncertainty.combine_cycle_sds`).
+    """
+    from LuDoseResponseLib.uncertainty import combine_cycle_sds
+
+    n = len(cycles)
+    d = _as_1d("doses_gy", doses_gy, what)
+    a = _as_1d("activities_mbq", activities_mbq, what)
+    if d.size != n or a.size != n:
+        raise InputError(f"{what}: {n} cycles but {d.size} doses and {a.size} activities")
+    if not (np.all(np.isfinite(d)) and np.all(d >= 0)):
+        raise InputError(f"{what}: cycle doses must be finite and >= 0, got {d.tolist()}")
+    if not (np.all(np.isfinite(a)) and np.all(a >= 0)):
+        raise InputError(f"{what}: administered activities must be finite and >= 0, got {a.tolist()}")
+    keep = np.ones(n, bool)
+    if before is not None:
+        if administered_at is None or len(administered_at) != n:
+            raise InputError(f"{what}: summing until a date needs one administration time per cycle")
+        limit = _as_datetime(before, what)
+        keep = np.array([_as_datetime(x, what) < limit for x in administered_at])
+    sd = None
+    if sds_gy is not None:
+        s = [None if v is None else float(v) for v in sds_gy]
+        if len(s) != n:
+            raise InputError(f"{what}: {n} cycles but {len(s)} SDs")
+        if all(s[i] is not None for i in range(n) if keep[i]):
+            cal = None if calibration_sd_gy is None else [calibration_sd_gy[i] for i in range(n) if keep[i]]
+            sd = combine_cycle_sds([s[i] for i in range(n) if keep[i]], calibration_sd_gy=cal,
+                                   calibration_correlation=calibration_correlation, what=what)
+    return CycleSum(dose_gy=float(d[keep].sum()), sd_gy=sd, activity_mbq=float(a[keep].sum()),
+                    cycles=tuple(int(c) for c, k in zip(cycles, keep, strict=True) if k))
