@@ -1,0 +1,111 @@
+"""The DICOM layer's public entry: inspect a path, read a series' metadata, read a volume.
+
+A path may be a DICOM folder (any number of series, chosen by SeriesInstanceUID), a single
+DICOM file, or an NRRD / NIfTI / MetaImage file. Headers are read without pixel data for
+:func:`inspect` and :func:`read_metadata`; :func:`read_volume` also decodes the pixels.
+
+Images come out as SimpleITK images in LPS (DESIGN.md) with the grid of ``dicom_geometry``
+and values mapped as ``dicom_meta`` describes (Bq/mL, counts or HU). Writing is in
+``dicom_write``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from LuDoseResponseLib.dicom_geometry import series_layout
+from LuDoseResponseLib.dicom_meta import SeriesMetadata, build_metadata
+from LuDoseResponseLib.dicom_read import DicomSeries, is_image_file, read_pixels, scan, select_series
+from LuDoseResponseLib.errors import GeometryError, InputError
+
+__all__ = ["SeriesMetadata", "Volume", "inspect", "read_metadata", "read_volume"]
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A volume as read: the SimpleITK image (LPS) and what its headers said."""
+
+    image: sitk.Image
+    metadata: SeriesMetadata
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.metadata.to_dict()
+
+
+def _image_file_metadata(path: Path) -> SeriesMetadata:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(f"{path}: cannot read this image file ({str(exc).strip().splitlines()[-1]})") from exc
+    if reader.GetDimension() != 3:
+        raise GeometryError(f"{path}: the image has {reader.GetDimension()} dimensions; a 3-D volume is needed")
+    what = path.name.lower().rsplit(".", 2)[-1] if "." in path.name else "image"
+    header = f"{what.upper()} header"
+    return SeriesMetadata(
+        path=str(path), n_files=1,
+        size=tuple(int(v) for v in reader.GetSize()),
+        spacing_mm=tuple(float(v) for v in reader.GetSpacing()),
+        origin_mm=tuple(float(v) for v in reader.GetOrigin()),
+        direction=tuple(float(v) for v in reader.GetDirection()),
+        sources={"size": header, "spacing_mm": header, "origin_mm": header, "direction": header},
+        warnings=(f"{path}: not DICOM, so there is no acquisition time, duration, units, administration or "
+                  "activity in it; give them in the manifest",),
+    )
+
+
+def _dicom_metadata(series: DicomSeries) -> SeriesMetadata:
+    layout = series_layout(list(series.headers), list(series.files))
+    return build_metadata(list(series.headers), list(series.files), layout)
+
+
+def inspect(path: str | os.PathLike) -> list[SeriesMetadata]:
+    """Metadata of every series at ``path`` (headers only), in SeriesNumber order."""
+    p = Path(path)
+    if p.is_file() and is_image_file(p):
+        return [_image_file_metadata(p)]
+    return [_dicom_metadata(s) for s in scan(p)]
+
+
+def read_metadata(path: str | os.PathLike, series_uid: str | None = None) -> SeriesMetadata:
+    """Metadata of the one series meant at ``path`` (headers only).
+
+    ``series_uid`` picks a series in a folder that holds several; without it, such a folder is
+    an error listing the series it holds.
+    """
+    p = Path(path)
+    if p.is_file() and is_image_file(p):
+        return _image_file_metadata(p)
+    return _dicom_metadata(select_series(scan(p), p, series_uid))
+
+
+def read_volume(path: str | os.PathLike, series_uid: str | None = None) -> Volume:
+    """The volume at ``path`` with its metadata; pixel values mapped (Bq/mL, counts or HU)."""
+    p = Path(path)
+    if p.is_file() and is_image_file(p):
+        metadata = _image_file_metadata(p)
+        try:
+            image = sitk.ReadImage(str(p))
+        except RuntimeError as exc:
+            raise InputError(f"{p}: cannot read this image file ({str(exc).strip().splitlines()[-1]})") from exc
+        if image.GetNumberOfComponentsPerPixel() != 1:
+            raise InputError(f"{p}: the image has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+                             "a scalar volume is needed")
+        return Volume(sitk.Cast(image, sitk.sitkFloat64), metadata)
+    series = select_series(scan(p), p, series_uid)
+    layout = series_layout(list(series.headers), list(series.files))
+    metadata = build_metadata(list(series.headers), list(series.files), layout)
+    grid = layout.require_grid()
+    values = read_pixels(series, layout)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(values))
+    image.SetSpacing(grid.spacing_mm)
+    image.SetOrigin(grid.origin_mm)
+    image.SetDirection(grid.direction)
+    return Volume(image, metadata)

@@ -1,0 +1,304 @@
+"""Voxel grids from DICOM headers alone: NM multi-frame volumes and stacks of single-frame slices.
+
+Convention (ITK, LPS, DESIGN.md): the physical point of voxel (i, j, k) is
+
+    P(i, j, k) = origin + D · diag(spacing) · (i, j, k)ᵀ,
+
+where D's columns are the directions of increasing column index i (the first triplet of
+ImageOrientationPatient), of increasing row index j (the second triplet) and of increasing
+slice index k. Spacing along i is PixelSpacing[1] (the column spacing) and along j is
+PixelSpacing[0] (the row spacing), as PS3.3 C.7.6.2.1.1 defines them.
+
+Every grid returned here is right-handed: D[:, 2] = row × col, and k increases along it.
+- NM multi-frame (PS3.3 C.8.4.15): frame f lies at IPP + f · SpacingBetweenSlices · (row × col),
+  with ImagePositionPatient/ImageOrientationPatient from DetectorInformationSequence (or the top
+  level). A negative SpacingBetweenSlices stacks the slices in front of the first one; such a
+  stack is reversed so that k increases along the normal.
+- Slice stacks (CT, PT, single-frame NM): slices are ordered by their position along the normal,
+  never by file name or InstanceNumber, and must be evenly spaced without shear (gantry tilt).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from LuDoseResponseLib.dicom_tags import first_item, get, get_float, get_floats, get_str, label
+from LuDoseResponseLib.errors import DicomError, GeometryError, InputError
+
+#: ImageType value 3 of NM objects that hold projections or planar frames, not a volume
+NM_NOT_A_VOLUME = ("TOMO", "GATED TOMO", "STATIC", "DYNAMIC", "GATED", "WHOLE BODY")
+
+_UNIT_TOL = 1e-3        # direction cosines: |v| = 1 and row·col = 0 within this
+_SPACING_RTOL = 1e-3    # slice spacing may vary by this fraction (or by _SPACING_ATOL_MM)
+_SPACING_ATOL_MM = 0.01
+_SHEAR_TOL_MM = 0.05    # in-plane drift of slice positions (gantry tilt) allowed
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A 3-D voxel grid in LPS: size (i, j, k), spacing (mm), origin (mm), direction (9, row-major)."""
+
+    size: tuple[int, int, int]
+    spacing_mm: tuple[float, float, float]
+    origin_mm: tuple[float, float, float]
+    direction: tuple[float, ...]
+
+    def matrix(self) -> np.ndarray:
+        """D · diag(spacing): maps an index (i, j, k) to a displacement from the origin in mm."""
+        return np.asarray(self.direction, dtype=float).reshape(3, 3) * np.asarray(self.spacing_mm)
+
+    def index_to_point_mm(self, ijk) -> np.ndarray:
+        """Physical LPS point (mm) of the voxel centre at index (i, j, k)."""
+        return np.asarray(self.origin_mm) + self.matrix() @ np.asarray(ijk, dtype=float)
+
+    def bounds_mm(self) -> tuple[np.ndarray, np.ndarray]:
+        """Axis-aligned LPS box (min, max) of the voxels' outer faces."""
+        lo_hi = [(-0.5, n - 0.5) for n in self.size]
+        corners = np.array([[a, b, c] for a in lo_hi[0] for b in lo_hi[1] for c in lo_hi[2]])
+        points = np.asarray(self.origin_mm) + corners @ self.matrix().T
+        return points.min(axis=0), points.max(axis=0)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a series' pixels form a volume: the grid, and which frame or file goes to each k.
+
+    ``order[k]`` is the frame index (multi-frame) or the file index (stack) of slice k. When no
+    grid can be built, ``grid`` is None and ``problem`` says why (raised when pixels are needed).
+    """
+
+    kind: str                       # "multiframe" or "stack"
+    size: tuple[int, int, int]      # columns, rows, frames or files (known even without a grid)
+    grid: Grid | None
+    order: tuple[int, ...]
+    sources: dict[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    problem: InputError | None = None
+
+    def require_grid(self) -> Grid:
+        """The grid, or the error that explains why there is none."""
+        if self.grid is None:
+            raise self.problem or GeometryError("no voxel grid could be built from the DICOM headers")
+        return self.grid
+
+
+def _direction_cosines(iop: tuple[float, ...], where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    row, col = np.asarray(iop[:3]), np.asarray(iop[3:])
+    if (abs(np.linalg.norm(row) - 1) > _UNIT_TOL or abs(np.linalg.norm(col) - 1) > _UNIT_TOL
+            or abs(float(row @ col)) > _UNIT_TOL):
+        raise GeometryError(f"{where}: {label('ImageOrientationPatient')} {list(iop)} is not two orthogonal "
+                            "unit vectors; the file is corrupt or non-standard")
+    row, col = row / np.linalg.norm(row), col / np.linalg.norm(col)
+    return row, col, np.cross(row, col)
+
+
+def _plane(ds: Dataset, prefer_detector: bool) -> tuple[tuple | None, tuple | None, str]:
+    """(ImagePositionPatient, ImageOrientationPatient, where they were found) of one header."""
+    places = [("DetectorInformationSequence[0] > ", first_item(ds, "DetectorInformationSequence")), ("", ds)]
+    if not prefer_detector:
+        places.reverse()
+    for prefix, item in places:
+        if item is None:
+            continue
+        ipp, iop = get_floats(item, "ImagePositionPatient", 3), get_floats(item, "ImageOrientationPatient", 6)
+        if ipp is not None and iop is not None:
+            return ipp, iop, prefix
+    return None, None, ""
+
+
+def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
+    """(spacing along i, spacing along j) in mm from PixelSpacing [row spacing, column spacing]."""
+    ps = get_floats(ds, "PixelSpacing", 2)
+    if ps is None or min(ps) <= 0:
+        return None
+    return ps[1], ps[0]
+
+
+def _image_type_3(ds: Dataset) -> str | None:
+    value = get(ds, "ImageType")
+    if value is None or isinstance(value, str):
+        return None
+    items = [str(v).strip().upper() for v in value]
+    return items[2] if len(items) > 2 else None
+
+
+def multiframe_layout(ds: Dataset, name: str) -> Layout:
+    """Grid of a multi-frame NM (or legacy multi-frame) volume from its header (PS3.3 C.8.4.15)."""
+    cols, rows = int(get(ds, "Columns") or 0), int(get(ds, "Rows") or 0)
+    n = int(get_float(ds, "NumberOfFrames") or 1)
+    size = (cols, rows, n)
+    sources = {"size": f"{label('Columns')}, {label('Rows')}, {label('NumberOfFrames')}"}
+    modality = (get_str(ds, "Modality") or "").upper()
+
+    def fail(exc: InputError, warnings: tuple[str, ...] = ()) -> Layout:
+        return Layout("multiframe", size, None, tuple(range(n)), sources, warnings + (str(exc),), exc)
+
+    if get(ds, "PerFrameFunctionalGroupsSequence") is not None:
+        return fail(DicomError(f"{name}: enhanced multi-frame objects ({label('PerFrameFunctionalGroupsSequence')}) "
+                               "are not supported; export the series as classic NM, PT or CT images"))
+    kind = _image_type_3(ds)
+    if modality == "NM" and kind in NM_NOT_A_VOLUME:
+        return fail(DicomError(f"{name}: {label('ImageType')} value 3 is {kind!r}: projections or planar frames, "
+                               "not a reconstructed volume (RECON TOMO); reconstruct the SPECT first"))
+    if kind == "RECON GATED TOMO":
+        return fail(DicomError(f"{name}: {label('ImageType')} is RECON GATED TOMO; gated reconstructions are "
+                               "not supported, export an ungated reconstruction"))
+    n_slices = get_float(ds, "NumberOfSlices")
+    if n_slices is not None and int(n_slices) != n:
+        return fail(DicomError(f"{name}: {label('NumberOfFrames')} = {n} but {label('NumberOfSlices')} = "
+                               f"{int(n_slices)}; multi-window, multi-detector or gated volumes in one object "
+                               "are not supported"))
+    if cols <= 0 or rows <= 0:
+        return fail(DicomError(f"{name}: {label('Rows')}/{label('Columns')} missing"))
+
+    ipp, iop, where = _plane(ds, prefer_detector=(modality == "NM"))
+    if ipp is None:
+        return fail(DicomError(f"{name}: no {label('ImagePositionPatient')} and {label('ImageOrientationPatient')} "
+                               "in DetectorInformationSequence (0054,0022) or at the top level; the volume "
+                               "cannot be placed in patient space"))
+    try:
+        row, col, normal = _direction_cosines(iop, name)
+    except GeometryError as exc:
+        return fail(exc)
+    in_plane = _pixel_spacing(ds)
+    if in_plane is None:
+        return fail(DicomError(f"{name}: {label('PixelSpacing')} missing or not positive"))
+
+    warnings: list[str] = []
+    sbs = get_float(ds, "SpacingBetweenSlices")
+    thickness = get_float(ds, "SliceThickness")
+    if sbs is not None and sbs != 0:
+        step = sbs
+        spacing_source = f"{label('PixelSpacing')} + {label('SpacingBetweenSlices')} = {sbs:g}"
+        if sbs < 0:
+            spacing_source += " (negative: slices stacked in front of the first; stack reversed)"
+    elif n == 1 and thickness is not None and thickness > 0:
+        step = thickness
+        spacing_source = f"{label('PixelSpacing')} + {label('SliceThickness')} (single frame)"
+    elif thickness is not None and thickness > 0:
+        step = thickness
+        spacing_source = f"{label('PixelSpacing')} + {label('SliceThickness')} = {thickness:g}"
+        warnings.append(f"{name}: {label('SpacingBetweenSlices')} is missing; slice spacing taken from "
+                        f"{label('SliceThickness')} = {thickness:g} mm (contiguous slices assumed)")
+    else:
+        return fail(DicomError(f"{name}: {label('SpacingBetweenSlices')} and {label('SliceThickness')} are both "
+                               "missing or zero; the slice spacing is unknown. Re-export the reconstruction "
+                               "or convert it to NRRD with the correct spacing"), tuple(warnings))
+
+    order = tuple(range(n)) if step > 0 else tuple(range(n - 1, -1, -1))
+    origin = np.asarray(ipp) + (0 if step > 0 else (n - 1) * step) * normal
+    grid = Grid(size, (in_plane[0], in_plane[1], abs(step)), tuple(float(v) for v in origin),
+                tuple(float(v) for v in np.column_stack([row, col, normal]).ravel()))
+    sources.update({
+        "origin_mm": f"{where}{label('ImagePositionPatient')}",
+        "direction": f"{where}{label('ImageOrientationPatient')}",
+        "spacing_mm": spacing_source,
+    })
+    return Layout("multiframe", size, grid, order, sources, tuple(warnings))
+
+
+def stack_layout(headers: list[Dataset], names: list[str]) -> Layout:
+    """Grid of a series of single-frame slices (CT, PT, single-frame NM), ordered by position."""
+    n = len(headers)
+    first = headers[0]
+    cols, rows = int(get(first, "Columns") or 0), int(get(first, "Rows") or 0)
+    size = (cols, rows, n)
+    sources = {"size": f"{label('Columns')}, {label('Rows')}, number of files ({n})"}
+    modality = (get_str(first, "Modality") or "").upper()
+
+    def fail(exc: InputError) -> Layout:
+        return Layout("stack", size, None, tuple(range(n)), sources, (str(exc),), exc)
+
+    planes = []
+    for ds, nm in zip(headers, names, strict=True):
+        if (int(get(ds, "Columns") or 0), int(get(ds, "Rows") or 0)) != (cols, rows):
+            return fail(GeometryError(f"{nm}: {label('Rows')}/{label('Columns')} differ from {names[0]} in the "
+                                      "same series; the series mixes images of different sizes"))
+        ipp, iop, where = _plane(ds, prefer_detector=(modality == "NM"))
+        if ipp is None:
+            return fail(DicomError(f"{nm}: {label('ImagePositionPatient')} or {label('ImageOrientationPatient')} "
+                                   "missing; the slice cannot be placed"))
+        planes.append((np.asarray(ipp), np.asarray(iop), where))
+    iop0 = planes[0][1]
+    for (_, iop, _), nm in zip(planes, names, strict=True):
+        if np.max(np.abs(iop - iop0)) > 1e-4:
+            return fail(GeometryError(f"{nm}: {label('ImageOrientationPatient')} differs from {names[0]}; the "
+                                      "series mixes orientations"))
+    try:
+        row, col, normal = _direction_cosines(tuple(iop0), names[0])
+    except GeometryError as exc:
+        return fail(exc)
+    in_plane = _pixel_spacing(first)
+    if in_plane is None:
+        return fail(DicomError(f"{names[0]}: {label('PixelSpacing')} missing or not positive"))
+    for ds, nm in zip(headers[1:], names[1:], strict=True):
+        other = _pixel_spacing(ds)
+        if other is None or not np.allclose(other, in_plane, rtol=1e-4):
+            return fail(GeometryError(f"{nm}: {label('PixelSpacing')} differs from {names[0]}"))
+
+    positions = np.array([p[0] for p in planes])
+    along = positions @ normal
+    order = np.argsort(along, kind="stable")
+    along_sorted = along[order]
+    warnings: list[str] = []
+    sbs = get_float(first, "SpacingBetweenSlices")
+    if n == 1:
+        thickness = get_float(first, "SliceThickness")
+        step = abs(sbs) if sbs else thickness
+        if not step or step <= 0:
+            return fail(DicomError(f"{names[0]}: a single slice without {label('SpacingBetweenSlices')} or "
+                                   f"{label('SliceThickness')}; its thickness is unknown"))
+        spacing_source = f"{label('PixelSpacing')} + slice thickness of a single slice"
+        warnings.append(f"{names[0]}: the series has a single slice; its z spacing {step:g} mm is the slice "
+                        "thickness")
+    else:
+        gaps = np.diff(along_sorted)
+        if np.min(gaps) < _SPACING_ATOL_MM:
+            k = int(np.argmin(gaps))
+            return fail(GeometryError(f"{names[order[k]]} and {names[order[k + 1]]} lie at the same slice "
+                                      "position; the folder mixes acquisitions of one series. Separate them"))
+        step = round(float(np.mean(gaps)), 6)  # µm: below any DS precision that matters, no float noise
+        if np.max(np.abs(gaps - step)) > max(_SPACING_ATOL_MM, _SPACING_RTOL * step):
+            return fail(GeometryError(f"{names[0]} (series of {n} files): slice spacing varies from "
+                                      f"{np.min(gaps):.4g} to {np.max(gaps):.4g} mm; slices are missing or the "
+                                      "series is irregular. Re-export the complete series"))
+        displacement = positions[order] - positions[order[0]]
+        drift = displacement - np.outer(displacement @ normal, normal)
+        if np.max(np.linalg.norm(drift, axis=1)) > _SHEAR_TOL_MM:
+            return fail(GeometryError(f"{names[0]} (series of {n} files): slice positions are not along the "
+                                      "slice normal (gantry tilt or shear); resample the series first"))
+        spacing_source = (f"{label('PixelSpacing')} + distance between {label('ImagePositionPatient')} "
+                          "along the slice normal")
+        if sbs is not None and abs(abs(sbs) - step) > 0.01 * step:
+            warnings.append(f"{names[0]}: {label('SpacingBetweenSlices')} = {sbs:g} mm disagrees with the slice "
+                            f"positions ({step:.4g} mm apart); the positions are used")
+    origin = positions[order[0]]
+    grid = Grid(size, (in_plane[0], in_plane[1], float(step)), tuple(float(v) for v in origin),
+                tuple(float(v) for v in np.column_stack([row, col, normal]).ravel()))
+    where = planes[0][2]
+    sources.update({
+        "origin_mm": f"{where}{label('ImagePositionPatient')} of the first slice along the normal",
+        "direction": f"{where}{label('ImageOrientationPatient')}",
+        "spacing_mm": spacing_source,
+    })
+    return Layout("stack", size, grid, tuple(int(i) for i in order), sources, tuple(warnings))
+
+
+def series_layout(headers: list[Dataset], files: list[Path]) -> Layout:
+    """The layout of one series: a single multi-frame file, or a stack of single-frame files."""
+    names = [str(f) for f in files]
+    frames = [int(get_float(ds, "NumberOfFrames") or 1) for ds in headers]
+    if len(headers) == 1 and frames[0] > 1:
+        return multiframe_layout(headers[0], names[0])
+    if max(frames) > 1:
+        multi = [nm for nm, f in zip(names, frames, strict=True) if f > 1]
+        exc = DicomError(f"{multi[0]}: the series has {len(headers)} files and {len(multi)} of them are "
+                         "multi-frame; read one multi-frame file at a time")
+        return Layout("stack", (0, 0, len(headers)), None, tuple(range(len(headers))), {}, (str(exc),), exc)
+    if len(headers) == 1 and (get_str(headers[0], "Modality") or "").upper() == "NM":
+        return multiframe_layout(headers[0], names[0])
+    return stack_layout(headers, names)

@@ -1,0 +1,221 @@
+"""Finding DICOM series under a path and assembling one series' pixel values.
+
+- :func:`scan` reads headers only (no pixel data) of a file or of every file under a folder,
+  and groups them by SeriesInstanceUID. Files that are not DICOM images are skipped.
+- :func:`read_pixels` decodes the pixel data with pydicom, orders slices by the layout
+  (``dicom_geometry``) and maps stored values to output values (``dicom_meta.value_mapping``).
+  Compressed pixel data that pydicom cannot decode (e.g. JPEG Lossless, common in PACS exports)
+  is decoded with GDCM through SimpleITK, and the stored values recovered from its rescaled output.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from LuDoseResponseLib.dicom_geometry import Layout
+from LuDoseResponseLib.dicom_meta import value_mapping
+from LuDoseResponseLib.dicom_tags import get_float, get_str, label
+from LuDoseResponseLib.errors import DicomError
+
+log = logging.getLogger(__name__)
+
+#: file name endings read as images by SimpleITK rather than as DICOM
+IMAGE_FILE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+#: endings that are never DICOM (skipped without opening them)
+_NOT_DICOM_SUFFIXES = IMAGE_FILE_SUFFIXES + (
+    ".raw", ".gz", ".zip", ".txt", ".md", ".json", ".csv", ".tsv", ".xml", ".html", ".toml", ".py",
+    ".png", ".jpg", ".jpeg", ".pdf", ".mrml", ".mrb",
+)
+_DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+
+
+@dataclass(frozen=True)
+class DicomSeries:
+    """The files of one SeriesInstanceUID with their headers (no pixel data)."""
+
+    uid: str
+    files: tuple[Path, ...]
+    headers: tuple[Dataset, ...]
+
+    @property
+    def name(self) -> str:
+        """The file, or the folder and file count, as messages name the series."""
+        if len(self.files) == 1:
+            return str(self.files[0])
+        return f"{self.files[0].parent} (series {self.uid}, {len(self.files)} files)"
+
+
+def is_image_file(path: Path) -> bool:
+    """True for NRRD, NIfTI and MetaImage files (by name)."""
+    return path.name.lower().endswith(IMAGE_FILE_SUFFIXES)
+
+
+def _may_be_dicom(path: Path) -> bool:
+    if path.name.lower().endswith(_NOT_DICOM_SUFFIXES):
+        return False
+    try:
+        with path.open("rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    if head[128:132] == b"DICM":
+        return True
+    # no preamble: a raw data set starts with a group 0x0002 or 0x0008 tag (little endian)
+    return head[:2] in (b"\x02\x00", b"\x08\x00")
+
+
+def _read_header(path: Path) -> Dataset | None:
+    """The header of a DICOM image file, or None if the file is not one."""
+    if not _may_be_dicom(path):
+        return None
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        sop_class = get_str(ds, "SOPClassUID") or get_str(getattr(ds, "file_meta", Dataset()),
+                                                          "MediaStorageSOPClassUID")
+        if sop_class == _DICOMDIR_CLASS or get_float(ds, "Rows") is None or get_float(ds, "Columns") is None:
+            return None
+        get_str(ds, "SeriesInstanceUID")  # touch: a garbage file fails here rather than later
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on non-DICOM bytes
+        log.debug("skipping %s: not readable as DICOM (%s)", path, exc)
+        return None
+    return ds
+
+
+def _candidate_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    out = []
+    for root, dirs, names in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out += [Path(root) / n for n in sorted(names) if not n.startswith(".")]
+    return out
+
+
+def scan(path: str | os.PathLike) -> list[DicomSeries]:
+    """All DICOM image series in a file or under a folder (recursively), headers only.
+
+    Raises InputError/DicomError naming the path when it does not exist or holds no DICOM image.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise DicomError(f"{root}: no such file or folder")
+    groups: dict[str, list[tuple[Path, Dataset]]] = {}
+    skipped = 0
+    for file in _candidate_files(root):
+        ds = _read_header(file)
+        if ds is None:
+            skipped += 1
+            continue
+        uid = get_str(ds, "SeriesInstanceUID")
+        if uid is None:
+            log.warning("%s: %s is missing; file skipped", file, label("SeriesInstanceUID"))
+            skipped += 1
+            continue
+        groups.setdefault(uid, []).append((file, ds))
+    if not groups:
+        what = "is not a DICOM image file" if root.is_file() else f"holds no DICOM image ({skipped} files skipped)"
+        raise DicomError(f"{root} {what}; give a DICOM folder or file, or an NRRD/NIfTI/MetaImage file")
+    series = [DicomSeries(uid, tuple(f for f, _ in items), tuple(ds for _, ds in items))
+              for uid, items in groups.items()]
+
+    def key(s: DicomSeries):
+        number = get_float(s.headers[0], "SeriesNumber")
+        return (number if number is not None else float("inf"), s.uid)
+
+    return sorted(series, key=key)
+
+
+def select_series(series: list[DicomSeries], path: Path, series_uid: str | None) -> DicomSeries:
+    """The one series meant: by UID, or the only one. Errors list what the path holds."""
+    if series_uid is not None:
+        for s in series:
+            if s.uid == series_uid:
+                return s
+        raise DicomError(f"{path}: no series with {label('SeriesInstanceUID')} {series_uid}; it holds "
+                         + ", ".join(_describe(s) for s in series))
+    if len(series) > 1:
+        raise DicomError(f"{path} holds {len(series)} series; choose one with its series_uid: "
+                         + "; ".join(_describe(s) for s in series))
+    return series[0]
+
+
+def _describe(s: DicomSeries) -> str:
+    ds = s.headers[0]
+    text = f"{s.uid} ({get_str(ds, 'Modality') or '?'}, {len(s.files)} file(s)"
+    desc = get_str(ds, "SeriesDescription")
+    return text + (f", {desc!r})" if desc else ")")
+
+
+def _stored_values(ds: Dataset, file: Path) -> np.ndarray:
+    """Stored pixel values of one file as float64, shape (frames, rows, columns)."""
+    if (get_float(ds, "SamplesPerPixel") or 1) != 1:
+        raise DicomError(f"{file}: {label('SamplesPerPixel')} is not 1; colour images are not supported")
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - any decoder failure; try GDCM, then report
+        arr = _stored_values_via_gdcm(ds, file, exc)
+    arr = np.asarray(arr, dtype=np.float64)
+    n_frames = int(get_float(ds, "NumberOfFrames") or 1)
+    if arr.ndim == 2:
+        arr = arr[np.newaxis]
+    if arr.shape[0] != n_frames:
+        raise DicomError(f"{file}: the pixel data hold {arr.shape[0]} frames but {label('NumberOfFrames')} "
+                         f"is {n_frames}")
+    return arr
+
+
+def _stored_values_via_gdcm(ds: Dataset, file: Path, pydicom_error: Exception) -> np.ndarray:
+    """Decode with GDCM (SimpleITK), which applies the modality rescale; undo it exactly."""
+    import SimpleITK as sitk
+
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    syntax_name = f"{syntax} ({syntax.name})" if syntax is not None else "unknown transfer syntax"
+    try:
+        rescaled = sitk.GetArrayFromImage(sitk.ReadImage(str(file))).astype(np.float64)
+    except RuntimeError as exc:
+        raise DicomError(f"{file}: the pixel data ({syntax_name}) cannot be decoded: {pydicom_error}; GDCM: "
+                         f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}. Decompress the "
+                         "files (e.g. gdcmconv --raw) and try again") from exc
+    slope = get_float(ds, "RescaleSlope") or 1.0
+    intercept = get_float(ds, "RescaleIntercept") or 0.0
+    stored = np.rint((rescaled - intercept) / slope)
+    if not np.allclose(stored * slope + intercept, rescaled, rtol=1e-6, atol=1e-6 * abs(slope)):
+        raise DicomError(f"{file}: GDCM decoded the pixel data ({syntax_name}) but its values do not match "
+                         f"{label('RescaleSlope')}/{label('RescaleIntercept')}; decompress the files first")
+    log.info("%s: pixel data (%s) decoded with GDCM", file, syntax_name)
+    return stored
+
+
+def read_pixels(series: DicomSeries, layout: Layout) -> np.ndarray:
+    """Output values of a series as an array [z, y, x] ordered by the layout's k.
+
+    float32 for CT (Hounsfield units are exact in it, and CT is large), float64 otherwise.
+    """
+    grid = layout.require_grid()
+    cols, rows, n = grid.size
+    modality = (get_str(series.headers[0], "Modality") or "").upper()
+    dtype = np.float32 if modality == "CT" else np.float64
+    if layout.kind == "multiframe":
+        file = series.files[0]
+        ds = pydicom.dcmread(file, force=True)
+        mapping = value_mapping(ds, str(file))
+        stored = _stored_values(ds, file)
+        out = (stored[list(layout.order)] * mapping.slope + mapping.intercept).astype(dtype)
+    else:
+        out = np.empty((n, rows, cols), dtype=dtype)
+        for k, index in enumerate(layout.order):
+            file = series.files[index]
+            ds = pydicom.dcmread(file, force=True)
+            mapping = value_mapping(ds, str(file))
+            out[k] = _stored_values(ds, file)[0] * mapping.slope + mapping.intercept
+    if out.shape != (n, rows, cols):
+        raise DicomError(f"{series.name}: pixel data shape {out.shape} does not match the header "
+                         f"({n} slices of {rows}×{cols})")
+    return out

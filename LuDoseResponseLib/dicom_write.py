@@ -1,0 +1,181 @@
+"""Writing results: NRRD volumes and DICOM RT Dose (RTDOSE), always atomically.
+
+RTDOSE (PS3.3 A.18, RT Dose module C.8.8.3) is written as a multi-frame grid in Gy:
+DoseUnits GY, DoseType PHYSICAL, unsigned 32-bit pixels with DoseGridScaling, frames placed by
+GridFrameOffsetVector (relative offsets from ImagePositionPatient along row × column). It
+carries the source SPECT's patient, StudyInstanceUID and FrameOfReferenceUID and lists the
+source images in SourceImageSequence, so Slicer (SlicerRT), MIM and other tools load it in the
+study's space. There is no RT Plan in radiopharmaceutical therapy, so no ReferencedRTPlanSequence
+is written.
+
+RescaleSlope repeats DoseGridScaling so that readers that ignore the RT Dose module (GDCM,
+hence SimpleITK and Slicer's scalar-volume loader) also give Gy.
+
+Quantisation: stored = round(dose / s) with s = max(dose) / (2³² − 1) written as a DS; the
+read-back error is at most s / 2 Gy per voxel.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import ExplicitVRLittleEndian, RTDoseStorage, generate_uid
+
+from LuDoseResponseLib import __version__
+from LuDoseResponseLib.atomic import atomic_path
+from LuDoseResponseLib.dicom_meta import SeriesMetadata
+from LuDoseResponseLib.errors import DicomError, GeometryError, InputError
+
+#: Dose Summation Type values accepted (PS3.3 C.8.8.3)
+DOSE_SUMMATION_TYPES = ("PLAN", "MULTI_PLAN", "FRACTION", "BEAM", "BRACHY", "FRACTION_SESSION",
+                        "BEAM_SESSION", "BRACHY_SESSION", "CONTROL_POINT", "RECORD")
+_UINT32_MAX = 2**32 - 1
+_NEGATIVE_TOL = 1e-6  # negative dose down to this fraction of the maximum (numerical noise) is clipped
+
+
+def write_nrrd(image: sitk.Image, path: str | os.PathLike) -> Path:
+    """Write ``image`` as a compressed NRRD, atomically (temporary name, then rename)."""
+    target = Path(path)
+    if not target.name.lower().endswith((".nrrd", ".nhdr")):
+        raise InputError(f"{target}: an NRRD file name must end with .nrrd")
+    with atomic_path(target) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=True)
+    return target
+
+
+def _right_handed(dose_zyx: np.ndarray, image: sitk.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(array, origin, direction) with direction[:, 2] = row × col, reversing k if needed."""
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    origin = np.asarray(image.GetOrigin(), dtype=float)
+    normal = np.cross(direction[:, 0], direction[:, 1])
+    alignment = float(normal @ direction[:, 2])
+    if abs(abs(alignment) - 1.0) > 1e-6:
+        raise GeometryError("the dose grid's slice axis is not perpendicular to its rows and columns; RTDOSE "
+                            "needs an orthogonal grid (resample the dose first)")
+    if alignment < 0:
+        origin = origin + (dose_zyx.shape[0] - 1) * image.GetSpacing()[2] * direction[:, 2]
+        dose_zyx = dose_zyx[::-1]
+        direction = np.column_stack([direction[:, 0], direction[:, 1], normal])
+    return np.ascontiguousarray(dose_zyx), origin, direction
+
+
+def _dose_grid_scaling(peak_gy: float) -> float:
+    """The smallest DS-representable scaling s with peak / s ≤ 2³² − 1."""
+    if peak_gy <= 0:
+        return 1.0
+    s = float(f"{peak_gy / _UINT32_MAX * (1 + 1e-9):.10g}")
+    while peak_gy / s > _UINT32_MAX:  # rounding to 10 digits went down; step up
+        s = float(f"{s * (1 + 1e-9):.10g}")
+    return s
+
+
+def write_rtdose(dose_gy: sitk.Image, path: str | os.PathLike, *, source: SeriesMetadata,
+                 series_description: str = "Lu-177 absorbed dose (LuDoseResponse)",
+                 dose_summation_type: str = "PLAN", series_number: int = 900) -> Path:
+    """Write an absorbed-dose map (Gy) as DICOM RT Dose referencing ``source``'s study and frame.
+
+    ``source`` is the SPECT (or CT) the dose grid belongs to, as read by ``dicom.read_metadata``.
+    """
+    target = Path(path)
+    if dose_summation_type not in DOSE_SUMMATION_TYPES:
+        raise InputError(f"dose_summation_type {dose_summation_type!r} is not one of {DOSE_SUMMATION_TYPES}")
+    for field_name, tag in (("study_uid", "StudyInstanceUID (0020,000D)"),
+                            ("frame_of_reference_uid", "FrameOfReferenceUID (0020,0052)")):
+        if getattr(source, field_name) is None:
+            raise DicomError(f"{source.path}: {tag} is missing, so an RTDOSE cannot be placed in its study; "
+                             "write the dose as NRRD instead")
+    if dose_gy.GetDimension() != 3 or dose_gy.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{target}: the dose map must be a 3-D scalar image")
+    dose = sitk.GetArrayFromImage(dose_gy).astype(np.float64)
+    if not np.all(np.isfinite(dose)):
+        raise InputError(f"{target}: the dose map contains NaN or infinite values; it is not written")
+    peak = float(dose.max()) if dose.size else 0.0
+    if dose.size and float(dose.min()) < -_NEGATIVE_TOL * max(peak, 0.0):
+        raise InputError(f"{target}: the dose map has negative values down to {float(dose.min()):g} Gy; "
+                         "RTDOSE holds non-negative physical dose only")
+    dose = np.clip(dose, 0.0, None)
+    dose, origin, direction = _right_handed(dose, dose_gy)
+    scaling = _dose_grid_scaling(peak)
+    stored = np.rint(dose / scaling).astype("<u4")
+    sx, sy, sz = (float(v) for v in dose_gy.GetSpacing())
+    nz, ny, nx = dose.shape
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = RTDoseStorage
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = RTDoseStorage
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    now = datetime.now()
+    ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    # Patient and General Study modules: copied from the source so that the dose joins its study
+    ds.PatientName = source.patient_name or ""
+    ds.PatientID = source.patient_id or ""
+    ds.PatientBirthDate = source.patient_birth_date or ""
+    ds.PatientSex = source.patient_sex or ""
+    ds.StudyInstanceUID = source.study_uid
+    ds.StudyDate = source.study_date or ""
+    ds.StudyTime = source.study_time or ""
+    ds.StudyID = source.study_id or ""
+    ds.AccessionNumber = source.accession_number or ""
+    ds.ReferringPhysicianName = ""
+    if source.study_description:
+        ds.StudyDescription = source.study_description
+    # RT Series, Frame of Reference, General Equipment
+    ds.Modality = "RTDOSE"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = series_description
+    ds.OperatorsName = ""
+    ds.FrameOfReferenceUID = source.frame_of_reference_uid
+    ds.PositionReferenceIndicator = ""
+    ds.Manufacturer = "LuDoseResponse"
+    ds.SoftwareVersions = __version__
+    # General Image
+    ds.InstanceNumber = 1
+    ds.ContentDate, ds.ContentTime = ds.InstanceCreationDate, ds.InstanceCreationTime
+    ds.ImageType = ["DERIVED", "SECONDARY", "DOSE"]
+    ds.DerivationDescription = f"Absorbed dose computed by LuDoseResponse {__version__} from {source.modality}"
+    if source.sop_class_uid and source.sop_instance_uids:
+        refs = []
+        for uid in source.sop_instance_uids:
+            item = Dataset()
+            item.ReferencedSOPClassUID = source.sop_class_uid
+            item.ReferencedSOPInstanceUID = uid
+            refs.append(item)
+        ds.SourceImageSequence = DicomSequence(refs)
+    # Image Plane
+    ds.ImagePositionPatient = [f"{v:.10g}" for v in origin]
+    ds.ImageOrientationPatient = [f"{v:.10g}" for v in (*direction[:, 0], *direction[:, 1])]
+    ds.PixelSpacing = [f"{sy:.10g}", f"{sx:.10g}"]  # row spacing (along j), column spacing (along i)
+    ds.SliceThickness = f"{sz:.10g}"
+    # Image Pixel and Multi-frame
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = ny, nx
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 32, 32, 31, 0
+    ds.NumberOfFrames = nz
+    ds.FrameIncrementPointer = 0x3004000C  # GridFrameOffsetVector
+    # RT Dose
+    ds.DoseUnits = "GY"
+    ds.DoseType = "PHYSICAL"
+    ds.DoseSummationType = dose_summation_type
+    ds.DoseComment = "Lu-177 absorbed dose"
+    ds.DoseGridScaling = f"{scaling:.10g}"
+    # the same factor as a modality rescale: generic readers (GDCM, so SimpleITK and Slicer's scalar
+    # volume loader) then show Gy too; RT readers use DoseGridScaling
+    ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = ds.DoseGridScaling, "0", "GY"
+    ds.GridFrameOffsetVector = [f"{k * sz:.10g}" for k in range(nz)]
+    ds.PixelData = stored.tobytes()
+
+    with atomic_path(target) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
+    return target

@@ -1,0 +1,578 @@
+"""One patient's study: data classes and the validated manifest (contracts/study-manifest.md).
+
+:func:`load_manifest` reads the TOML manifest with ``tomllib``, checks every key, value, file and
+time, and reads DICOM headers (never pixels) to fill in what the manifest leaves out. Every
+problem found is collected, and they are raised together in one :class:`ManifestError` naming
+the manifest file and each key, before any heavy work starts.
+
+A value written in the manifest overrides DICOM. Each override (and each value taken from
+DICOM because the manifest left it out) is logged and kept in ``Study.overrides``.
+
+Images stay on disk: a :class:`TimePoint` holds a path and header metadata, and
+:meth:`TimePoint.load_image` reads the pixels when the pipeline needs them.
+
+Extension to the contract: ``ct`` may be a path or a table ``{ path = "...", series_uid = "..." }``
+for a folder that holds several series; ``[[cycles.spect]]`` and ``[[cycles.planar]]`` accept
+``series_uid`` likewise.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tomllib
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from LuDoseResponseLib import dicom
+from LuDoseResponseLib.dicom_geometry import Grid
+from LuDoseResponseLib.dicom_meta import THERAPY_ACTIVITY_RANGE_MBQ, SeriesMetadata
+from LuDoseResponseLib.errors import LuDoseResponseError, ManifestError
+from LuDoseResponseLib.quantification import calibration_warnings
+
+log = logging.getLogger(__name__)
+
+SETTINGS_CHOICES = {
+    "dose_method": ("kernel", "led"),
+    "pvc": ("none", "rc", "gtm"),
+    "integration": ("auto", "mono", "bi", "uptake-washout", "trapezoid"),
+    "tail": ("fit", "physical"),
+}
+UNITS = ("counts", "bq_per_ml")
+GRADES = ("G1", "G2")
+_TOP_KEYS = {"patient", "grade", "settings", "cycles", "followups"}
+_SETTINGS_KEYS = {"dose_method", "density_correction", "pvc", "psf_fwhm_mm", "integration", "tail"}
+_CYCLE_KEYS = {"number", "administered_at", "activity_mbq", "calibration_cps_per_mbq", "ct", "tumours",
+               "spect", "planar"}
+_SPECT_KEYS = {"path", "series_uid", "acquired_at", "duration_s", "units"}
+_PLANAR_KEYS = {"anterior", "posterior", "series_uid", "acquired_at", "calibration_cps_per_mbq"}
+_CT_KEYS = {"path", "series_uid"}
+_FOLLOWUP_KEYS = {"date", "tumours"}
+#: two DICOM injection times closer than this are the same injection (s)
+_SAME_TIME_S = 60.0
+#: two DICOM activities closer than this fraction are the same administration
+_SAME_ACTIVITY_RTOL = 0.005
+_LATE_SCAN_H = 60 * 24.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Pipeline settings ([settings]); defaults as in the contract."""
+
+    dose_method: str = "kernel"
+    density_correction: bool = True
+    pvc: str = "rc"
+    psf_fwhm_mm: float = 11.0
+    integration: str = "auto"
+    tail: str = "fit"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Patient:
+    """The patient label of the manifest and the optional tumour grade (G1 | G2)."""
+
+    id: str
+    grade: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "grade": self.grade}
+
+
+@dataclass(frozen=True)
+class TimePoint:
+    """One quantitative SPECT of a cycle: where it is, when it was taken, what its values are."""
+
+    key: str
+    path: Path
+    series_uid: str | None
+    acquired_at: datetime
+    hours_since_administration: float
+    duration_s: float | None
+    units: str
+    metadata: SeriesMetadata
+
+    def load_image(self) -> sitk.Image:
+        """The SPECT voxels as stored (``units``: counts or Bq/mL), read now."""
+        return dicom.read_volume(self.path, self.series_uid).image
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "path": str(self.path), "series_uid": self.series_uid,
+                "acquired_at": self.acquired_at.isoformat(),
+                "hours_since_administration": self.hours_since_administration,
+                "duration_s": self.duration_s, "units": self.units}
+
+
+@dataclass(frozen=True)
+class PlanarPair:
+    """An anterior/posterior planar pair for hybrid planar–SPECT quantification."""
+
+    key: str
+    anterior: Path
+    posterior: Path
+    series_uid: str | None
+    acquired_at: datetime
+    hours_since_administration: float
+    calibration_cps_per_mbq: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "anterior": str(self.anterior), "posterior": str(self.posterior),
+                "series_uid": self.series_uid, "acquired_at": self.acquired_at.isoformat(),
+                "hours_since_administration": self.hours_since_administration,
+                "calibration_cps_per_mbq": self.calibration_cps_per_mbq}
+
+
+@dataclass(frozen=True)
+class Cycle:
+    """One treatment cycle: administration, calibration, images."""
+
+    number: int
+    administered_at: datetime
+    activity_mbq: float
+    calibration_cps_per_mbq: float | None
+    tumours: Path
+    ct: Path | None = None
+    ct_series_uid: str | None = None
+    spect: tuple[TimePoint, ...] = ()
+    planar: tuple[PlanarPair, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"number": self.number, "administered_at": self.administered_at.isoformat(),
+                "activity_mbq": self.activity_mbq, "calibration_cps_per_mbq": self.calibration_cps_per_mbq,
+                "tumours": str(self.tumours), "ct": str(self.ct) if self.ct else None,
+                "ct_series_uid": self.ct_series_uid, "spect": [t.to_dict() for t in self.spect],
+                "planar": [p.to_dict() for p in self.planar]}
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """A follow-up CT segmentation; the first follow-up is the baseline."""
+
+    date: date
+    tumours: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"date": self.date.isoformat(), "tumours": str(self.tumours)}
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated manifest: the patient, settings, cycles and follow-ups."""
+
+    manifest: Path
+    patient: Patient
+    settings: Settings
+    cycles: tuple[Cycle, ...]
+    followups: tuple[FollowUp, ...] = ()
+    overrides: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"manifest": str(self.manifest), "patient": self.patient.to_dict(),
+                "settings": self.settings.to_dict(), "cycles": [c.to_dict() for c in self.cycles],
+                "followups": [f.to_dict() for f in self.followups], "overrides": list(self.overrides),
+                "warnings": list(self.warnings)}
+
+
+@dataclass
+class _Checker:
+    """Collects every problem of one manifest so that they are reported together."""
+
+    manifest: Path
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+
+    def error(self, key: str, message: str) -> None:
+        self.errors.append(f"{key}: {message}")
+
+    def warn(self, message: str) -> None:
+        log.warning("%s: %s", self.manifest, message)
+        self.warnings.append(message)
+
+    def note(self, message: str) -> None:
+        log.info("%s: %s", self.manifest, message)
+        self.overrides.append(message)
+
+    def table(self, value: Any, key: str, allowed: set[str]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.error(key, f"must be a table, got {type(value).__name__}")
+            return {}
+        for k in sorted(set(value) - allowed):
+            self.error(f"{key}.{k}" if key else k, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        return value
+
+    def array(self, value: Any, key: str) -> list[Any]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.error(key, "must be an array of tables ([[...]])")
+            return []
+        return value
+
+    def string(self, value: Any, key: str, *, required: bool = False, choices=None) -> str | None:
+        if value is None:
+            if required:
+                self.error(key, "is required")
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.error(key, f"must be a non-empty string, got {value!r}")
+            return None
+        if choices is not None and value not in choices:
+            self.error(key, f"must be one of {', '.join(choices)}, got {value!r}")
+            return None
+        return value
+
+    def number(self, value: Any, key: str, *, positive: bool = True) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            self.error(key, f"must be a number, got {value!r}")
+            return None
+        if positive and value <= 0:
+            self.error(key, f"must be positive, got {value!r}")
+            return None
+        return float(value)
+
+    def when(self, value: Any, key: str) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value)
+            except ValueError:
+                self.error(key, f"must be a local date-time like 2019-03-04T09:30:00, got {value!r}")
+                return None
+        if not isinstance(value, datetime):
+            self.error(key, f"must be a local date-time like 2019-03-04T09:30:00 (a date alone is not enough), "
+                            f"got {value!r}")
+            return None
+        if value.tzinfo is not None:
+            self.error(key, "must be a local clock time without a UTC offset, as DICOM stores it")
+            return None
+        return value
+
+    def file(self, value: Any, key: str, *, required: bool = True) -> Path | None:
+        text = self.string(value, key, required=required)
+        if text is None:
+            return None
+        path = (self.manifest.parent / text).resolve() if not Path(text).is_absolute() else Path(text)
+        if not path.exists():
+            self.error(key, f"{path} does not exist (paths are relative to the manifest)")
+            return None
+        return path
+
+    def header(self, path: Path, series_uid: str | None, key: str) -> SeriesMetadata | None:
+        try:
+            return dicom.read_metadata(path, series_uid)
+        except LuDoseResponseError as exc:
+            self.error(key, str(exc))
+            return None
+
+
+def _choose(checker: _Checker, key: str, manifest_value: Any, dicom_value: Any, dicom_source: str | None,
+            where: str) -> Any:
+    """The manifest value if given (logging an override), else the DICOM value (logging it)."""
+    if manifest_value is not None:
+        if dicom_value is not None and dicom_value != manifest_value:
+            checker.note(f"{key} = {_show(manifest_value)} overrides DICOM {_show(dicom_value)} "
+                         f"({dicom_source}) of {where}")
+        return manifest_value
+    if dicom_value is not None:
+        checker.note(f"{key} not in the manifest; taken from DICOM {_show(dicom_value)} ({dicom_source}) of {where}")
+    return dicom_value
+
+
+def _show(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime | date) else repr(value)
+
+
+def _grid(meta: SeriesMetadata | None) -> Grid | None:
+    if meta is None or meta.size is None or meta.spacing_mm is None or meta.origin_mm is None:
+        return None
+    return Grid(meta.size, meta.spacing_mm, meta.origin_mm, meta.direction or (1, 0, 0, 0, 1, 0, 0, 0, 1))
+
+
+def _overlap(a: Grid, b: Grid) -> bool:
+    lo_a, hi_a = a.bounds_mm()
+    lo_b, hi_b = b.bounds_mm()
+    return bool(np.all(np.minimum(hi_a, hi_b) > np.maximum(lo_a, lo_b)))
+
+
+def _check_ct_overlap(checker: _Checker, key: str, spect: SeriesMetadata, ct: SeriesMetadata | None,
+                      ct_key: str) -> None:
+    if ct is None:
+        return
+    g_spect, g_ct = _grid(spect), _grid(ct)
+    if g_spect is None or g_ct is None:
+        return
+    overlap = _overlap(g_spect, g_ct)
+    same_frame = (spect.frame_of_reference_uid is not None
+                  and spect.frame_of_reference_uid == ct.frame_of_reference_uid)
+    if not overlap:
+        frames = "the same frame of reference" if same_frame else "different frames of reference"
+        checker.error(key, f"{spect.path} and the CT {ct.path} ({ct_key}) have {frames} and do not overlap in "
+                           "space; register the SPECT to the CT first")
+    elif not same_frame:
+        checker.warn(f"{key}: {spect.path} and the CT {ct.path} have different (or missing) frames of reference; "
+                     "they overlap in space, so they are assumed registered")
+
+
+def _spect(checker: _Checker, raw: Any, key: str, ct_meta: SeriesMetadata | None, ct_key: str):
+    """Validate one [[cycles.spect]] entry; returns (fields, metadata) for the cycle to finish."""
+    table = checker.table(raw, key, _SPECT_KEYS)
+    path = checker.file(table.get("path"), f"{key}.path")
+    series_uid = checker.string(table.get("series_uid"), f"{key}.series_uid")
+    acquired_at = checker.when(table.get("acquired_at"), f"{key}.acquired_at")
+    duration_s = checker.number(table.get("duration_s"), f"{key}.duration_s")
+    units = checker.string(table.get("units"), f"{key}.units", choices=UNITS)
+    if path is None:
+        return None
+    meta = checker.header(path, series_uid, f"{key}.path")
+    if meta is None:
+        return None
+    if meta.modality not in (None, "NM", "PT"):
+        checker.error(f"{key}.path", f"{meta.path} is a {meta.modality} series, not a SPECT (NM or PT)")
+        return None
+    if meta.spacing_mm is None:
+        problems = "; ".join(meta.warnings) or "no voxel grid"
+        checker.error(f"{key}.path", f"{meta.path} cannot be read as a volume: {problems}")
+        return None
+    where = meta.path
+    acquired_at = _choose(checker, f"{key}.acquired_at", acquired_at, meta.acquired_at,
+                          meta.sources.get("acquired_at"), where)
+    units = _choose(checker, f"{key}.units", units, meta.units, meta.sources.get("units"), where)
+    duration_s = _choose(checker, f"{key}.duration_s", duration_s, meta.duration_s,
+                         meta.sources.get("duration_s"), where)
+    if acquired_at is None:
+        checker.error(f"{key}.acquired_at", f"not in the manifest and not in the DICOM of {where}; give it")
+    if units not in UNITS:
+        checker.error(f"{key}.units", f"not in the manifest and not known from {where} (DICOM says "
+                                      f"{meta.units!r}); give counts or bq_per_ml")
+    elif units == "counts" and duration_s is None:
+        checker.error(f"{key}.duration_s", f"the SPECT is in counts and {where} gives no acquisition duration; "
+                                           "give duration_s in seconds")
+    for name, value in (("acquired_at", acquired_at), ("units", units), ("duration_s", duration_s)):
+        if value is not None and value != getattr(meta, name):
+            meta = meta.with_value(name, value, f"manifest {checker.manifest} {key}.{name}")
+    _check_ct_overlap(checker, key, meta, ct_meta, ct_key)
+    return {"key": key, "path": path, "series_uid": series_uid, "acquired_at": acquired_at,
+            "duration_s": duration_s, "units": units}, meta
+
+
+def _planar(checker: _Checker, raw: Any, key: str):
+    table = checker.table(raw, key, _PLANAR_KEYS)
+    anterior = checker.file(table.get("anterior"), f"{key}.anterior")
+    posterior = checker.file(table.get("posterior"), f"{key}.posterior")
+    series_uid = checker.string(table.get("series_uid"), f"{key}.series_uid")
+    acquired_at = checker.when(table.get("acquired_at"), f"{key}.acquired_at")
+    calibration = checker.number(table.get("calibration_cps_per_mbq"), f"{key}.calibration_cps_per_mbq")
+    if calibration is None and "calibration_cps_per_mbq" not in table:
+        checker.error(f"{key}.calibration_cps_per_mbq", "is required for planar images")
+    elif calibration is not None:
+        for w in calibration_warnings(calibration, f"{key}.calibration_cps_per_mbq"):
+            checker.warn(w)
+    if anterior is not None and acquired_at is None:
+        meta = checker.header(anterior, series_uid, f"{key}.anterior")
+        if meta is not None:
+            acquired_at = _choose(checker, f"{key}.acquired_at", None, meta.acquired_at,
+                                  meta.sources.get("acquired_at"), meta.path)
+        if acquired_at is None:
+            checker.error(f"{key}.acquired_at", "not in the manifest and not in the anterior image's DICOM; give it")
+    return {"key": key, "anterior": anterior, "posterior": posterior, "series_uid": series_uid,
+            "acquired_at": acquired_at, "calibration_cps_per_mbq": calibration}
+
+
+def _agreed(checker: _Checker, key: str, found: list[tuple[Any, str, str]], same) -> tuple[Any, str, str] | None:
+    """The one DICOM value all SPECTs agree on, or an error naming the disagreeing files."""
+    if not found:
+        return None
+    first = found[0]
+    for other in found[1:]:
+        if not same(first[0], other[0]):
+            checker.error(key, f"not in the manifest, and the DICOM files disagree: {_show(first[0])} in {first[2]} "
+                               f"vs {_show(other[0])} in {other[2]}; give it in the manifest")
+            return None
+    return first
+
+
+def _cycle(checker: _Checker, raw: Any, key: str) -> Cycle | None:
+    table = checker.table(raw, key, _CYCLE_KEYS)
+    number_raw = table.get("number")
+    number = None
+    if number_raw is None:
+        checker.error(f"{key}.number", "is required")
+    elif isinstance(number_raw, bool) or not isinstance(number_raw, int) or number_raw < 1:
+        checker.error(f"{key}.number", f"must be a positive integer, got {number_raw!r}")
+    else:
+        number = number_raw
+    administered_at = checker.when(table.get("administered_at"), f"{key}.administered_at")
+    activity_mbq = checker.number(table.get("activity_mbq"), f"{key}.activity_mbq")
+    calibration = checker.number(table.get("calibration_cps_per_mbq"), f"{key}.calibration_cps_per_mbq")
+    if calibration is not None:
+        for w in calibration_warnings(calibration, f"{key}.calibration_cps_per_mbq"):
+            checker.warn(w)
+    tumours = checker.file(table.get("tumours"), f"{key}.tumours")
+
+    ct_raw, ct, ct_uid, ct_meta = table.get("ct"), None, None, None
+    if isinstance(ct_raw, dict):
+        ct_table = checker.table(ct_raw, f"{key}.ct", _CT_KEYS)
+        ct = checker.file(ct_table.get("path"), f"{key}.ct.path")
+        ct_uid = checker.string(ct_table.get("series_uid"), f"{key}.ct.series_uid")
+    elif ct_raw is not None:
+        ct = checker.file(ct_raw, f"{key}.ct")
+    if ct is not None:
+        ct_meta = checker.header(ct, ct_uid, f"{key}.ct")
+
+    spect_raw = checker.array(table.get("spect"), f"{key}.spect")
+    if not spect_raw and "spect" not in table:
+        checker.error(f"{key}.spect", "at least one [[cycles.spect]] is required")
+    spects = [_spect(checker, s, f"{key}.spect[{i}]", ct_meta, f"{key}.ct") for i, s in enumerate(spect_raw)]
+    spects = [s for s in spects if s is not None]
+    planars = [_planar(checker, p, f"{key}.planar[{i}]")
+               for i, p in enumerate(checker.array(table.get("planar"), f"{key}.planar"))]
+
+    # administration: manifest, else the value all SPECT headers agree on
+    metas = [m for _, m in spects]
+    dicom_admin = _agreed(checker, f"{key}.administered_at",
+                          [(m.administered_at, m.sources.get("administered_at", ""), m.path)
+                           for m in metas if m.administered_at is not None] if administered_at is None else [],
+                          lambda a, b: abs((a - b).total_seconds()) <= _SAME_TIME_S)
+    dicom_activity = _agreed(checker, f"{key}.activity_mbq",
+                             [(m.activity_mbq, m.sources.get("activity_mbq", ""), m.path)
+                              for m in metas if m.activity_mbq is not None] if activity_mbq is None else [],
+                             lambda a, b: math.isclose(a, b, rel_tol=_SAME_ACTIVITY_RTOL))
+    for m in metas:  # log what the manifest overrides
+        if administered_at is not None and m.administered_at is not None:
+            _choose(checker, f"{key}.administered_at", administered_at, m.administered_at,
+                    m.sources.get("administered_at"), m.path)
+        if activity_mbq is not None and m.activity_mbq is not None:
+            _choose(checker, f"{key}.activity_mbq", activity_mbq, m.activity_mbq,
+                    m.sources.get("activity_mbq"), m.path)
+    if administered_at is None and dicom_admin is not None:
+        administered_at = _choose(checker, f"{key}.administered_at", None, *dicom_admin)
+    if activity_mbq is None and dicom_activity is not None:
+        activity_mbq = _choose(checker, f"{key}.activity_mbq", None, *dicom_activity)
+    if administered_at is None and not any(e.startswith(f"{key}.administered_at") for e in checker.errors):
+        checker.error(f"{key}.administered_at", "not in the manifest and no SPECT's DICOM gives the injection "
+                                                "date and time; give it")
+    if activity_mbq is None and not any(e.startswith(f"{key}.activity_mbq") for e in checker.errors):
+        checker.error(f"{key}.activity_mbq", "not in the manifest and no SPECT's DICOM gives it; give it in MBq")
+    elif activity_mbq is not None and not (THERAPY_ACTIVITY_RANGE_MBQ[0] <= activity_mbq
+                                           <= THERAPY_ACTIVITY_RANGE_MBQ[1]):
+        checker.warn(f"{key}.activity_mbq = {activity_mbq:g} MBq is outside the usual Lu-177 therapy range")
+    if any(fields["units"] == "counts" for fields, _ in spects) and calibration is None:
+        checker.error(f"{key}.calibration_cps_per_mbq", "is required: a SPECT of this cycle is in counts")
+
+    timepoints: list[TimePoint] = []
+    for fields, meta in spects:
+        hours = _hours_after(checker, fields["key"], fields["acquired_at"], administered_at)
+        if hours is not None:
+            timepoints.append(TimePoint(**fields, hours_since_administration=hours, metadata=meta))
+    pairs: list[PlanarPair] = []
+    for fields in planars:
+        hours = _hours_after(checker, fields["key"], fields["acquired_at"], administered_at)
+        if hours is not None and None not in (fields["anterior"], fields["posterior"],
+                                              fields["calibration_cps_per_mbq"]):
+            pairs.append(PlanarPair(**fields, hours_since_administration=hours))
+    if None in (number, administered_at, activity_mbq, tumours):
+        return None
+    return Cycle(number=number, administered_at=administered_at, activity_mbq=activity_mbq,
+                 calibration_cps_per_mbq=calibration, tumours=tumours, ct=ct, ct_series_uid=ct_uid,
+                 spect=tuple(sorted(timepoints, key=lambda t: t.acquired_at)),
+                 planar=tuple(sorted(pairs, key=lambda p: p.acquired_at)))
+
+
+def _hours_after(checker: _Checker, key: str, acquired_at: datetime | None,
+                 administered_at: datetime | None) -> float | None:
+    if acquired_at is None or administered_at is None:
+        return None
+    hours = (acquired_at - administered_at).total_seconds() / 3600.0
+    if hours < 0:
+        checker.error(f"{key}.acquired_at", f"{acquired_at.isoformat()} is before the administration "
+                                            f"{administered_at.isoformat()}")
+        return None
+    if hours > _LATE_SCAN_H:
+        checker.warn(f"{key}: acquired {hours / 24:.0f} days after the administration; is it of this cycle?")
+    return hours
+
+
+def _followups(checker: _Checker, raw: Any) -> list[FollowUp]:
+    out: list[FollowUp] = []
+    for i, item in enumerate(checker.array(raw, "followups")):
+        key = f"followups[{i}]"
+        table = checker.table(item, key, _FOLLOWUP_KEYS)
+        day = table.get("date")
+        if day is None:
+            checker.error(f"{key}.date", "is required")
+        elif isinstance(day, datetime) or not isinstance(day, date):
+            checker.error(f"{key}.date", f"must be a date like 2019-02-20, got {day!r}")
+            day = None
+        tumours = checker.file(table.get("tumours"), f"{key}.tumours")
+        if day is not None and tumours is not None:
+            if out and day <= out[-1].date:
+                checker.error(f"{key}.date", f"{day.isoformat()} is not after the previous follow-up "
+                                             f"{out[-1].date.isoformat()}; list follow-ups in date order, "
+                                             "the baseline first")
+            out.append(FollowUp(day, tumours))
+    return out
+
+
+def load_manifest(path: str | Path) -> Study:
+    """Read and validate a study manifest; raise one ManifestError listing every problem."""
+    manifest = Path(path)
+    try:
+        raw = tomllib.loads(manifest.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ManifestError(f"{manifest}: the manifest does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{manifest}: cannot read the manifest ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(f"{manifest}: not valid TOML: {exc}") from None
+    checker = _Checker(manifest.resolve())
+    top = checker.table(raw, "", _TOP_KEYS)
+    patient_id = checker.string(top.get("patient"), "patient", required=True)
+    grade = checker.string(top.get("grade"), "grade", choices=GRADES)
+
+    settings_raw = checker.table(top.get("settings", {}), "settings", _SETTINGS_KEYS)
+    values: dict[str, Any] = {}
+    for name, choices in SETTINGS_CHOICES.items():
+        value = checker.string(settings_raw.get(name), f"settings.{name}", choices=choices)
+        if value is not None:
+            values[name] = value
+    if "density_correction" in settings_raw:
+        if isinstance(settings_raw["density_correction"], bool):
+            values["density_correction"] = settings_raw["density_correction"]
+        else:
+            checker.error("settings.density_correction", "must be true or false")
+    psf = checker.number(settings_raw.get("psf_fwhm_mm"), "settings.psf_fwhm_mm")
+    if psf is not None:
+        values["psf_fwhm_mm"] = psf
+    settings = Settings(**values)
+
+    cycles_raw = checker.array(top.get("cycles"), "cycles")
+    if not cycles_raw and "cycles" not in top:
+        checker.error("cycles", "at least one [[cycles]] is required")
+    cycles = [c for c in (_cycle(checker, c, f"cycles[{i}]") for i, c in enumerate(cycles_raw)) if c is not None]
+    numbers = [c.number for c in cycles]
+    for n in sorted({n for n in numbers if numbers.count(n) > 1}):
+        checker.error("cycles", f"cycle number {n} is used more than once")
+    followups = _followups(checker, top.get("followups"))
+
+    patient_ids = {tp.metadata.patient_id for c in cycles for tp in c.spect if tp.metadata.patient_id}
+    if len(patient_ids) > 1:
+        checker.warn(f"the SPECTs carry different DICOM PatientIDs {sorted(patient_ids)}; check that they are "
+                     "one patient's")
+    if checker.errors:
+        raise ManifestError(f"{manifest}: {len(checker.errors)} problem(s):\n  "
+                            + "\n  ".join(checker.errors))
+    return Study(manifest=checker.manifest, patient=Patient(patient_id, grade), settings=settings,
+                 cycles=tuple(sorted(cycles, key=lambda c: c.number)), followups=tuple(followups),
+                 overrides=tuple(checker.overrides), warnings=tuple(checker.warnings))
