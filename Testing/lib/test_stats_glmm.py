@@ -98,7 +98,8 @@ def assert_matches_r(fit, ref: dict) -> None:
     v_r = np.array(ref["vcov"]["values"])
     scale = np.sqrt(np.outer(np.diag(v_r), np.diag(v_r)))
     np.testing.assert_array_less(np.abs(fit.vcov - v_r), 2e-3 * scale)
-    np.testing.assert_allclose(np.sqrt(np.diag(fit.vcov_rx)), np.sqrt(np.diag(ref["vcov_RX"]["values"])), rtol=1e-3)
+    se_rx = np.sqrt(np.diag(ref["vcov_RX"]["values"]))
+    np.testing.assert_allclose(np.sqrt(np.diag(fit.vcov_rx)), se_rx, rtol=1e-3)
     h_r = np.array(ref["hessian_deviance_theta_beta"]["values"])
     h_scale = np.sqrt(np.abs(np.outer(np.diag(h_r), np.diag(h_r))))
     np.testing.assert_array_less(np.abs(fit.hessian - h_r), 1e-3 * h_scale + 1e-9)
@@ -141,9 +142,22 @@ def test_glmm_against_lme4(stats_reference_dir: Path, name: str, model: str, met
         assert fit.minus2loglik <= default["minus2logLik"] + 1e-7
         assert not tight["conv_messages"] or all("Rescale" in m for m in tight["conv_messages"])
         assert_matches_r(fit, tight)
+        assert_se_close_to_accurate_hessian(fit, tight)
         return
     assert_matches_r(fit, laplace_target(default, tight) if method == "laplace" else default)
+    assert_se_close_to_accurate_hessian(fit, tight)
     assert not fit.separation
+
+
+def assert_se_close_to_accurate_hessian(fit, tight: dict) -> None:
+    """deriv12 (delta = 1e-4) SEs vs SEs from numDeriv's Richardson Hessian of R's tight-PIRLS objective.
+
+    On the smooth (exact-mode) objective deriv12's truncation error is small: measured <= 9e-4 relative
+    on the public data. The README's 'up to ~4 %' (se_rel_diff_lme4_vs_richardson) was measured on lme4's
+    default objective, whose stale-weight log|L|^2 is not smooth at Richardson's small steps.
+    """
+    rich = tight["polished"]["fixef_se_richardson"]
+    np.testing.assert_allclose(fit.se, [rich[k] for k in fit.names], rtol=2e-3)
 
 
 @pytest.mark.parametrize("name", DATASETS)
@@ -245,7 +259,8 @@ def test_deriv12_stencil_is_lme4s() -> None:
     exact_h = np.array([[12 * 0.7**2 + 2 * d**2 + 2 * 1.44, 3 + 4 * 0.7 * -1.2],
                         [3 + 4 * 0.7 * -1.2, 2 + 2 * 0.49]])
     np.testing.assert_allclose(h, exact_h, rtol=1e-6)
-    exact_g = np.array([4 * 0.7**3 + 4 * 0.7 * d**2 + 3 * -1.2 + 2 * 0.7 * 1.44, 3 * 0.7 - 2.4 + 2 * 0.49 * -1.2])
+    exact_g = np.array([4 * 0.7**3 + 4 * 0.7 * d**2 + 3 * -1.2 + 2 * 0.7 * 1.44,
+                        3 * 0.7 - 2.4 + 2 * 0.49 * -1.2])
     np.testing.assert_allclose(g, exact_g, rtol=1e-8)
 
 

@@ -11,6 +11,8 @@
 ## (paper_like_s1102 common_intercept) and below 1e-11 at 1e-13 or 1e-14. With tolPwrss -> 0 lme4
 ## converges to the exact Laplace objective, which is what LuDoseResponseLib.stats.glmm computes.
 ## AGQ (nAGQ = 25) is insensitive to this (the quadrature absorbs the stale scale) and is refitted too.
+## polished.fixef_se_richardson: SEs from numDeriv::hessian (Richardson) of the tight objective at the
+## estimate, an accurate-Hessian reference for the deriv12 (delta = 1e-4) SEs.
 ##
 ## Usage (from the repository root; needs R with lme4 and jsonlite):
 ##   Rscript Testing/data/stats/glmm_tight_pirls.R ../shared/reference/stats/public Testing/data/stats/glmm_tight_pirls.json
@@ -21,6 +23,7 @@ suppressPackageStartupMessages({
   library(lme4)
   library(jsonlite)
 })
+invisible(loadNamespace("numDeriv"))
 
 args <- commandArgs(trailingOnly = TRUE)
 if (length(args) != 2) stop("usage: Rscript glmm_tight_pirls.R <public dir> <out.json>")
@@ -69,6 +72,8 @@ fit_one <- function(dat, spec, nAGQ) {
   p0 <- c(getME(fit, "theta"), beta)
   o <- optim(p0, dd, method = "L-BFGS-B", lower = c(0, rep(-Inf, length(beta))),
              control = list(parscale = c(0.1, pmax(sqrt(diag(V)), 1e-8)), factr = 1, pgtol = 0, maxit = 5000))
+  H_rich <- numDeriv::hessian(dd, p0)        # Richardson extrapolation on the (now smooth) objective
+  V_rich <- tryCatch(2 * solve(H_rich)[-1, -1, drop = FALSE], error = function(e) NULL)
   grades <- if (is.null(spec$subset)) c("G1", "G2") else spec$subset
   per_grade <- list(); curves <- list()
   for (g in grades) {
@@ -102,7 +107,9 @@ fit_one <- function(dat, spec, nAGQ) {
        is_singular = isSingular(fit), conv_messages = fit@optinfo$conv$lme4$messages,
        ranef_patient = as.list(setNames(ranef(fit)$patient[, 1], rownames(ranef(fit)$patient))),
        polished = list(par = as.list(setNames(o$par, c("theta1", names(beta)))), minus2logLik = o$value,
-                       improvement_in_minus2logLik = dd(p0) - o$value),
+                       improvement_in_minus2logLik = dd(p0) - o$value,
+                       fixef_se_richardson = if (is.null(V_rich)) NULL else
+                         as.list(setNames(sqrt(pmax(diag(V_rich), 0)), names(beta)))),
        max_abs_eta = max(abs(predict(fit, re.form = NA))),
        per_grade = per_grade, tcp_curve = curves, warnings = I(unique(warns)), messages = I(unique(msgs)))
 }
@@ -110,7 +117,7 @@ fit_one <- function(dat, spec, nAGQ) {
 res <- list(meta = list(
   note = "lme4::glmer(family = binomial) with glmerControl(tolPwrss = 1e-14); see the header of glmm_tight_pirls.R",
   R_version = R.version.string,
-  packages = lapply(setNames(nm = c("lme4", "Matrix", "jsonlite")), function(p) as.character(packageVersion(p)))),
+  packages = lapply(setNames(nm = c("lme4", "Matrix", "jsonlite", "numDeriv")), function(p) as.character(packageVersion(p)))),
   datasets = list())
 for (csv in sort(list.files(in_dir, pattern = "\\.csv$", full.names = TRUE))) {
   name <- sub("\\.csv$", "", basename(csv))
