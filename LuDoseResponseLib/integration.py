@@ -38,6 +38,10 @@ MODELS = ("mono", "uptake-washout", "bi")  # in order of complexity (ties in AIC
 METHODS = ("fit", "trapezoid", "hanscheid", "madsen")
 TAILS = ("fit", "physical")
 HEADS = ("linear", "constant")
+_MODEL_ALIASES = {"mono-exponential": "mono", "monoexponential": "mono", "exponential": "mono",
+                  "bi-exponential": "bi", "biexponential": "bi", "uptake_washout": "uptake-washout",
+                  "uptake-washout": "uptake-washout", "trapezoidal": "trapezoid"}
+_METHOD_ALIASES = {"trapezoidal": "trapezoid", "trapz": "trapezoid", "hänscheid": "hanscheid"}
 _RATE_BOUNDS_PER_H = (1e-7, 50.0)
 _RATE_GRID_PER_H = np.geomspace(1e-4, 20.0, 48)
 _REL_SIGMA_FLOOR = 1e-3         # relative weighting: σ_i ∝ max(y_i, 1e-3·max y)
@@ -427,11 +431,16 @@ def time_integral(times_h, values, model: str = "auto", method: str = "fit", tai
         population_t_eff_h, population_t_eff_sd_h: for method ``madsen``.
         what: a label (tumour, cycle) used in messages.
 
+    Before the first sample a fitted model defines the curve itself (mono and bi extrapolate back
+    to their amplitude at t = 0, uptake–washout starts from 0); ``head`` applies to the trapezoid.
+
     ``auto`` fits every model and keeps the lowest AICc among those whose AICc is defined
     (n − K − 1 > 0) and whose parameters are determined; ties go to the simpler model. With too
     few samples for any AICc (four samples without ``values_sd``), it compares the models that
     keep a residual degree of freedom by AIC instead, and says so in ``warnings``.
     """
+    model = _MODEL_ALIASES.get(str(model).strip().lower(), model)
+    method = _METHOD_ALIASES.get(str(method).strip().lower(), method)
     if model == "trapezoid":
         model, method = "auto", "trapezoid"
     _check_choice("method", method, METHODS, what)
@@ -491,7 +500,8 @@ def _fit_integral(t, y, sd, model, tail, lam_phys, what) -> TimeIntegral:
     aicc: dict[str, float | None] = {}
     notes: dict[str, str] = {}
     for name in candidates:
-        if n < len(_MODELS[name].param_names) or (model == "auto" and n == len(_MODELS[name].param_names)):
+        p_model = len(_MODELS[name].param_names)
+        if n < p_model or (model == "auto" and n == p_model and name != "mono"):
             aicc[name] = None
             notes[name] = "no residual degree of freedom (samples <= parameters)"
             continue
@@ -516,14 +526,21 @@ def _fit_integral(t, y, sd, model, tail, lam_phys, what) -> TimeIntegral:
             selected_by = "AICc"
         else:
             ok = [m for m in MODELS if m in fits and not fits[m].degenerate and n > len(_MODELS[m].param_names)]
-            if not ok:
+            if ok:
+                aic = {m: _aic(fits[m].wrss, n, len(_MODELS[m].param_names), absolute) for m in ok}
+                best = min(ok, key=lambda m: (aic[m], MODELS.index(m)))
+                selected_by = "AIC (too few samples for AICc)"
+                warnings.append(f"{what}: {n} samples are too few for AICc; chose {best} by AIC among the models "
+                                f"with a residual degree of freedom ({', '.join(ok)}). Choose the model explicitly "
+                                "if you can")
+            elif "mono" in fits and not fits["mono"].degenerate:
+                best = "mono"
+                selected_by = "only model determined"
+                warnings.append(f"{what}: {n} samples determine only a mono-exponential through them; no model "
+                                "comparison was possible")
+            else:
                 raise ModelFitError(f"{what}: no model could be fitted to these {n} samples "
                                     f"({'; '.join(f'{k}: {v}' for k, v in notes.items())}); use method='trapezoid'")
-            aic = {m: _aic(fits[m].wrss, n, len(_MODELS[m].param_names), absolute) for m in ok}
-            best = min(ok, key=lambda m: (aic[m], MODELS.index(m)))
-            selected_by = "AIC (too few samples for AICc)"
-            warnings.append(f"{what}: {n} samples are too few for AICc; chose {best} by AIC among the models with a "
-                            f"residual degree of freedom ({', '.join(ok)}). Choose the model explicitly if you can")
     else:
         best = model
         selected_by = "explicit"

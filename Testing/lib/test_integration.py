@@ -107,6 +107,17 @@ def test_auto_selects_the_true_model_on_dense_sampling(truth_model):
     assert set(r.aicc) == {"mono", "bi", "uptake-washout"}
 
 
+def test_two_samples_give_the_exponential_through_them():
+    """λ = ln(y1/y2)/Δt, A = y1·e^(λ t1): ∫ = A/λ; model aliases are accepted."""
+    t, y = [24.0, 96.0], [2.0, 1.0]
+    lam = math.log(2.0) / 72.0
+    for model in ("auto", "mono", "Mono-exponential"):
+        r = time_integral(t, y, model=model)
+        assert r.model == "mono"
+        assert r.value == pytest.approx(2.0 * math.exp(lam * 24.0) / lam, rel=1e-9)
+        assert r.sd is None and r.warnings
+
+
 def test_t0_sample_allowed_and_units_are_value_hours():
     """Dose rate in Gy/h → Gy: 0.5 Gy/h with T_eff = 50 h integrates to 0.5·50/ln2 Gy."""
     t = np.array([0.0, 24.0, 72.0, 144.0])
