@@ -2,26 +2,26 @@
 
 This is what the module's Apply button and ``LuDoseResponseLogic.runCohortAnalysis`` run. The
 statistics are the library's (``cohort.load_cohort_csv``, ``analysis.analyze_cohort``); this
-module only turns their results into nodes and, on request, files.
+module only turns their results into nodes; files are written by the library's
+``analysis_io.write_analysis_outputs``, as the command line writes them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from LuDoseResponseLib.analysis import AnalysisSettings, analyze_cohort
-from LuDoseResponseLib.atomic import atomic_path, refuse_to_overwrite_input, write_text_atomic
+from LuDoseResponseLib.analysis_io import write_analysis_outputs
 from LuDoseResponseLib.cohort import Cohort, cohort_output_table, load_cohort_csv
 from LuDoseResponseLib.errors import InputError
 from LuDoseResponseMRML.results import (
     analysisTableNodes,
     analysisTextNode,
     doseResponseChartNode,
+    nestedGet,
     requireAnalysisDict,
     tcpChartNode,
 )
@@ -110,26 +110,36 @@ def showCohortAnalysis(scene, analysis: Mapping, cohort: Cohort | None = None) -
                                textNode=analysisTextNode(scene, analysis))
 
 
-def writeCohortOutputs(outputDir, analysis: Mapping, cohort: Cohort, inputPath) -> tuple[str, ...]:
-    """Write ``analysis.json`` and ``tumours.csv`` into ``outputDir`` (atomically; never over
-    the input). Returns the paths written."""
-    out = Path(outputDir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"output folder {out} is a file; choose a folder")
-    json_path, csv_path = out / "analysis.json", out / "tumours.csv"
-    for path in (json_path, csv_path):
-        refuse_to_overwrite_input(path, [inputPath])
-    write_text_atomic(json_path, json.dumps(analysis, indent=2, allow_nan=False) + "\n")
-    with atomic_path(csv_path) as tmp:
-        cohort_output_table(cohort).to_csv(tmp, index=False)
-    return (str(json_path), str(csv_path))
+def summaryText(analysis: Mapping) -> str:
+    """One paragraph for the module panel: tumour counts, D50 per grade, number of warnings."""
+    requireAnalysisDict(analysis)
+    total = nestedGet(analysis, "summary", "all") or {}
+    excluded = nestedGet(analysis, "input", "n_excluded")
+    parts = [f"{total.get('n_tumours', '?')} tumours in {total.get('n_patients', '?')} patients analysed"
+             + (f" ({excluded} excluded)" if excluded else "")
+             + f", {total.get('n_responders', '?')} responders."]
+    d50 = []
+    for grade in ("G1", "G2"):
+        dose = nestedGet(analysis, "tcp", "per_grade", grade, "dose_at_tcp", "0.5", "dose_gy")
+        if dose is not None:
+            d50.append(f"{grade} {dose:.0f} Gy")
+    if nestedGet(analysis, "tcp", "error"):
+        parts.append(f"TCP model not estimated: {nestedGet(analysis, 'tcp', 'error')}.")
+    elif d50:
+        parts.append("Dose for TCP 50 %: " + ", ".join(d50) + ".")
+    n_warnings = len(analysis.get("warnings") or [])
+    if n_warnings:
+        parts.append(f"{n_warnings} warning(s): see the tables' Warnings and Error columns.")
+    return " ".join(parts)
 
 
 def runCohortAnalysis(scene, csvPath, outputDir=None, **settings) -> CohortAnalysisNodes:
     """Load and validate a cohort CSV, run the paper's analyses and show them in ``scene``.
 
     :param csvPath: cohort table, one row per tumour (contract: cohort-and-analysis.md).
-    :param outputDir: if given, analysis.json and tumours.csv are written there.
+    :param outputDir: if given, the command line's outputs are written there (analysis.json,
+        tumours.csv, figures, report.html; see ``LuDoseResponseLib.analysis_io``), which needs
+        matplotlib.
     :param settings: options of ``AnalysisSettings`` (responder_threshold,
         min_baseline_volume_cm3, glmm_method, bootstrap, seed, doses, tcp_targets, ...).
     :returns: the analysis dict and the nodes created or updated.
@@ -137,9 +147,9 @@ def runCohortAnalysis(scene, csvPath, outputDir=None, **settings) -> CohortAnaly
     options = analysisSettings(**settings)
     cohort = load_cohort_csv(csvPath, responder_threshold=options.responder_threshold,
                              min_baseline_volume_cm3=options.min_baseline_volume_cm3)
-    analysis = analyze_cohort(cohort, options).to_dict()
-    files = writeCohortOutputs(outputDir, analysis, cohort, csvPath) if outputDir else ()
-    nodes = showCohortAnalysis(scene, analysis, cohort)
+    result = analyze_cohort(cohort, options)
+    files = write_analysis_outputs(cohort, result, outputDir) if outputDir else {}
+    nodes = showCohortAnalysis(scene, result.to_dict(), cohort)
     log.info("cohort analysis of %s: %d tumours analysed, %d excluded", csvPath, cohort.n_rows - cohort.n_excluded,
              cohort.n_excluded)
-    return dataclasses.replace(nodes, outputFiles=files)
+    return dataclasses.replace(nodes, outputFiles=tuple(str(p) for p in files.values()))

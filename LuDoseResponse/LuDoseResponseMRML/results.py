@@ -56,7 +56,7 @@ def requireAnalysisDict(analysis) -> Mapping:
     return analysis
 
 
-def _get(block, *keys):
+def nestedGet(block, *keys):
     """``block[k1][k2]...`` or None when a level is missing or not a dict."""
     for key in keys:
         if not isinstance(block, Mapping) or key not in block:
@@ -76,7 +76,7 @@ def _rowsToColumns(rows: list[dict], spec: Sequence[tuple[str, str, str]]) -> li
 
 
 def _errorAndWarnings(block) -> dict:
-    return {"Warnings": _text(_get(block, "warnings")), "Error": _get(block, "error") or ""}
+    return {"Warnings": _text(nestedGet(block, "warnings")), "Error": nestedGet(block, "error") or ""}
 
 
 _STATUS_SPEC = [("Warnings", "", "warnings of the fit"), ("Error", "", "why the block was not estimated")]
@@ -87,11 +87,11 @@ def summaryColumns(analysis: Mapping) -> list[Column]:
     rows = []
     for group, block in (analysis.get("summary") or {}).items():
         rows.append({
-            "Group": group, "Tumours": _get(block, "n_tumours"), "Patients": _get(block, "n_patients"),
-            "Responders": _get(block, "n_responders"), "Non-responders": _get(block, "n_nonresponders"),
-            "Median dose": _get(block, "dose_median_gy"), "Min dose": _get(block, "dose_min_gy"),
-            "Max dose": _get(block, "dose_max_gy"), "Median volume reduction": _get(block, "dv_median"),
-            "Median baseline volume": _get(block, "baseline_volume_median_cm3"),
+            "Group": group, "Tumours": nestedGet(block, "n_tumours"), "Patients": nestedGet(block, "n_patients"),
+            "Responders": nestedGet(block, "n_responders"), "Non-responders": nestedGet(block, "n_nonresponders"),
+            "Median dose": nestedGet(block, "dose_median_gy"), "Min dose": nestedGet(block, "dose_min_gy"),
+            "Max dose": nestedGet(block, "dose_max_gy"), "Median volume reduction": nestedGet(block, "dv_median"),
+            "Median baseline volume": nestedGet(block, "baseline_volume_median_cm3"),
         })
     return _rowsToColumns(rows, [
         ("Group", "", "all analysed tumours, or one grade"), ("Tumours", "", ""), ("Patients", "", ""),
@@ -107,19 +107,20 @@ def responseGroupsColumns(analysis: Mapping) -> list[Column]:
     rows = []
     for grade in GRADES:
         for key, (label, unit) in VARIABLES.items():
-            block = _get(analysis, "response_groups", grade, key)
+            block = nestedGet(analysis, "response_groups", grade, key)
             if block is None:
                 continue
             rows.append({
                 "Grade": grade, "Variable": label, "Unit": unit,
-                "Mean non-responders": _get(block, "mean_nonresponder"),
-                "Mean responders": _get(block, "mean_responder"),
-                "SE non-responders": _get(block, "se_nonresponder"), "SE responders": _get(block, "se_responder"),
-                "Difference": _get(block, "difference"), "Difference SE": _get(block, "difference_se"),
-                "Difference df": _get(block, "difference_df"), "p (Kenward-Roger)": _get(block, "p_value"),
-                "p (Satterthwaite)": _get(block, "p_value_satterthwaite"),
-                "SD patient": _get(block, "sd_patient"), "SD residual": _get(block, "sd_residual"),
-                "Singular": _get(block, "singular"), **_errorAndWarnings(block),
+                "Mean non-responders": nestedGet(block, "mean_nonresponder"),
+                "Mean responders": nestedGet(block, "mean_responder"),
+                "SE non-responders": nestedGet(block, "se_nonresponder"),
+                "SE responders": nestedGet(block, "se_responder"),
+                "Difference": nestedGet(block, "difference"), "Difference SE": nestedGet(block, "difference_se"),
+                "Difference df": nestedGet(block, "difference_df"), "p (Kenward-Roger)": nestedGet(block, "p_value"),
+                "p (Satterthwaite)": nestedGet(block, "p_value_satterthwaite"),
+                "SD patient": nestedGet(block, "sd_patient"), "SD residual": nestedGet(block, "sd_residual"),
+                "Singular": nestedGet(block, "singular"), **_errorAndWarnings(block),
             })
     return _rowsToColumns(rows, [
         ("Grade", "", ""), ("Variable", "", ""), ("Unit", "", "unit of the means, SEs, difference and SDs"),
@@ -136,7 +137,7 @@ def responseGroupsColumns(analysis: Mapping) -> list[Column]:
 def _orderedKeys(blocks, *path) -> list[str]:
     keys: list[str] = []
     for block in blocks:
-        for key in _get(block, *path) or {}:
+        for key in nestedGet(block, *path) or {}:
             if key not in keys:
                 keys.append(key)
     return sorted(keys, key=float)
@@ -145,7 +146,7 @@ def _orderedKeys(blocks, *path) -> list[str]:
 def tcpColumns(analysis: Mapping) -> list[Column]:
     """Per grade: the logistic GLMM's intercept and slope, doses at target TCPs, TCP at doses."""
     tcp = analysis.get("tcp") or {}
-    per_grade = [(g, _get(tcp, "per_grade", g)) for g in GRADES if _get(tcp, "per_grade", g) is not None]
+    per_grade = [(g, nestedGet(tcp, "per_grade", g)) for g in GRADES if nestedGet(tcp, "per_grade", g) is not None]
     targets = _orderedKeys([b for _, b in per_grade], "dose_at_tcp")
     doses = _orderedKeys([b for _, b in per_grade], "at_dose")
     spec = [("Grade", "", ""), ("Intercept", "", "logit scale"), ("Intercept SE", "", ""),
@@ -159,21 +160,23 @@ def tcpColumns(analysis: Mapping) -> list[Column]:
     spec += [("Method", "", "GLMM likelihood approximation"), ("Random intercept SD", "", "patient, logit scale"),
              ("Log-likelihood", "", ""), ("Singular", "", ""), ("Converged", "", ""),
              ("Separation", "", "1 when the outcome is perfectly separated"), *_STATUS_SPEC]
-    model = {"Method": _get(tcp, "method"), "Random intercept SD": _get(tcp, "random_intercept_sd"),
-             "Log-likelihood": _get(tcp, "loglik"), "Singular": _get(tcp, "singular"),
-             "Converged": _get(tcp, "converged"), "Separation": _get(tcp, "separation"), **_errorAndWarnings(tcp)}
+    model = {"Method": nestedGet(tcp, "method"), "Random intercept SD": nestedGet(tcp, "random_intercept_sd"),
+             "Log-likelihood": nestedGet(tcp, "loglik"), "Singular": nestedGet(tcp, "singular"),
+             "Converged": nestedGet(tcp, "converged"), "Separation": nestedGet(tcp, "separation"),
+             **_errorAndWarnings(tcp)}
     rows = []
     for grade, block in per_grade:
-        row = {"Grade": grade, "Intercept": _get(block, "intercept"), "Intercept SE": _get(block, "intercept_se"),
-               "Slope": _get(block, "slope_per_gy"), "Slope SE": _get(block, "slope_se"), **model}
+        row = {"Grade": grade, "Intercept": nestedGet(block, "intercept"),
+               "Intercept SE": nestedGet(block, "intercept_se"),
+               "Slope": nestedGet(block, "slope_per_gy"), "Slope SE": nestedGet(block, "slope_se"), **model}
         for t in targets:
-            row[f"Dose at TCP {t}"] = _get(block, "dose_at_tcp", t, "dose_gy")
-            row[f"Dose at TCP {t} SE"] = _get(block, "dose_at_tcp", t, "se")
+            row[f"Dose at TCP {t}"] = nestedGet(block, "dose_at_tcp", t, "dose_gy")
+            row[f"Dose at TCP {t} SE"] = nestedGet(block, "dose_at_tcp", t, "se")
         for d in doses:
             for suffix, key in (("", "tcp"), (" CI low", "ci_low"), (" CI high", "ci_high")):
-                row[f"TCP at {d} Gy{suffix}"] = _get(block, "at_dose", d, key)
+                row[f"TCP at {d} Gy{suffix}"] = nestedGet(block, "at_dose", d, key)
             for suffix, key in (("", "odds"), (" CI low", "odds_ci_low"), (" CI high", "odds_ci_high")):
-                row[f"Odds at {d} Gy{suffix}"] = _get(block, "at_dose", d, key)
+                row[f"Odds at {d} Gy{suffix}"] = nestedGet(block, "at_dose", d, key)
         rows.append(row)
     if not rows:
         rows.append({"Grade": "", **model})
@@ -182,7 +185,7 @@ def tcpColumns(analysis: Mapping) -> list[Column]:
 
 def rocColumns(analysis: Mapping) -> list[Column]:
     """Per grade: AUC of dose for response, its CIs, Youden thresholds, sensitivity/specificity."""
-    blocks = [(g, _get(analysis, "roc", g)) for g in GRADES if _get(analysis, "roc", g) is not None]
+    blocks = [(g, nestedGet(analysis, "roc", g)) for g in GRADES if nestedGet(analysis, "roc", g) is not None]
     doses = _orderedKeys([b for _, b in blocks], "at_dose")
     spec = [("Grade", "", ""), ("Cases", "", "responders"), ("Controls", "", "non-responders"), ("AUC", "", ""),
             ("AUC CI low (DeLong)", "", "95 %"), ("AUC CI high (DeLong)", "", "95 %"),
@@ -197,20 +200,20 @@ def rocColumns(analysis: Mapping) -> list[Column]:
     spec += _STATUS_SPEC
     rows = []
     for grade, block in blocks:
-        delong = _get(block, "auc_ci_delong") or [None, None]
-        boot = _get(block, "auc_ci_bootstrap") or [None, None]
-        youden = _get(block, "youden") or []
-        row = {"Grade": grade, "Cases": _get(block, "n_cases"), "Controls": _get(block, "n_controls"),
-               "AUC": _get(block, "auc"), "AUC CI low (DeLong)": delong[0], "AUC CI high (DeLong)": delong[1],
+        delong = nestedGet(block, "auc_ci_delong") or [None, None]
+        boot = nestedGet(block, "auc_ci_bootstrap") or [None, None]
+        youden = nestedGet(block, "youden") or []
+        row = {"Grade": grade, "Cases": nestedGet(block, "n_cases"), "Controls": nestedGet(block, "n_controls"),
+               "AUC": nestedGet(block, "auc"), "AUC CI low (DeLong)": delong[0], "AUC CI high (DeLong)": delong[1],
                "AUC CI low (bootstrap)": boot[0], "AUC CI high (bootstrap)": boot[1],
-               "Bootstrap replicates": _get(block, "bootstrap_n"), "Seed": _get(block, "seed"),
+               "Bootstrap replicates": nestedGet(block, "bootstrap_n"), "Seed": nestedGet(block, "seed"),
                "Youden threshold": _text([y.get("threshold_gy") for y in youden]),
                "Youden sensitivity": _text([y.get("sensitivity") for y in youden]),
                "Youden specificity": _text([y.get("specificity") for y in youden]),
                **_errorAndWarnings(block)}
         for d in doses:
-            row[f"Sensitivity at {d} Gy"] = _get(block, "at_dose", d, "sensitivity")
-            row[f"Specificity at {d} Gy"] = _get(block, "at_dose", d, "specificity")
+            row[f"Sensitivity at {d} Gy"] = nestedGet(block, "at_dose", d, "sensitivity")
+            row[f"Specificity at {d} Gy"] = nestedGet(block, "at_dose", d, "specificity")
         rows.append(row)
     return _rowsToColumns(rows, spec)
 
@@ -219,21 +222,21 @@ def doseResponseColumns(analysis: Mapping) -> list[Column]:
     """Per model and grade: dv = A (1 - exp(-D/s)) with a patient random amplitude (nlme, ML)."""
     rows = []
     for variant, label in DOSE_RESPONSE_VARIANTS.items():
-        block = _get(analysis, "dose_response", variant)
+        block = nestedGet(analysis, "dose_response", variant)
         if block is None:
             continue
-        common = {"Model": label, "Random amplitude SD": _get(block, "random_amplitude_sd"),
-                  "Residual SD": _get(block, "residual_sd"), "Log-likelihood": _get(block, "loglik"),
-                  "Shapiro-Wilk W": _get(block, "shapiro_wilk", "w"),
-                  "Shapiro-Wilk p": _get(block, "shapiro_wilk", "p_value"),
-                  "Method": _get(block, "method"), "Estimator": _get(block, "estimator"),
+        common = {"Model": label, "Random amplitude SD": nestedGet(block, "random_amplitude_sd"),
+                  "Residual SD": nestedGet(block, "residual_sd"), "Log-likelihood": nestedGet(block, "loglik"),
+                  "Shapiro-Wilk W": nestedGet(block, "shapiro_wilk", "w"),
+                  "Shapiro-Wilk p": nestedGet(block, "shapiro_wilk", "p_value"),
+                  "Method": nestedGet(block, "method"), "Estimator": nestedGet(block, "estimator"),
                   **_errorAndWarnings(block)}
-        grades = [g for g in GRADES if _get(block, "per_grade", g) is not None]
+        grades = [g for g in GRADES if nestedGet(block, "per_grade", g) is not None]
         for grade in grades:
-            params = _get(block, "per_grade", grade)
-            rows.append({**common, "Grade": grade, "Amplitude": _get(params, "amplitude"),
-                         "Amplitude SE": _get(params, "amplitude_se"), "Scale": _get(params, "scale_gy"),
-                         "Scale SE": _get(params, "scale_gy_se")})
+            params = nestedGet(block, "per_grade", grade)
+            rows.append({**common, "Grade": grade, "Amplitude": nestedGet(params, "amplitude"),
+                         "Amplitude SE": nestedGet(params, "amplitude_se"), "Scale": nestedGet(params, "scale_gy"),
+                         "Scale SE": nestedGet(params, "scale_gy_se")})
         if not grades:
             rows.append({**common, "Grade": ""})
     return _rowsToColumns(rows, [
@@ -249,16 +252,16 @@ def doseResponseColumns(analysis: Mapping) -> list[Column]:
 def baselineVolumeColumns(analysis: Mapping) -> list[Column]:
     """Per grade: volume reduction of small vs large tumours at baseline (exploratory)."""
     block = analysis.get("baseline_volume") or {}
-    cutoff = _get(block, "cutoff_cm3")
+    cutoff = nestedGet(block, "cutoff_cm3")
     rows = []
     for grade in GRADES:
-        g = _get(block, grade)
+        g = nestedGet(block, grade)
         if g is None:
             continue
-        rows.append({"Grade": grade, "Cutoff": cutoff, "Mean small": _get(g, "mean_small"),
-                     "Mean large": _get(g, "mean_large"), "Difference": _get(g, "difference"),
-                     "Difference SE": _get(g, "difference_se"), "p": _get(g, "p_value"),
-                     "Singular": _get(g, "singular"), **_errorAndWarnings(g)})
+        rows.append({"Grade": grade, "Cutoff": cutoff, "Mean small": nestedGet(g, "mean_small"),
+                     "Mean large": nestedGet(g, "mean_large"), "Difference": nestedGet(g, "difference"),
+                     "Difference SE": nestedGet(g, "difference_se"), "p": nestedGet(g, "p_value"),
+                     "Singular": nestedGet(g, "singular"), **_errorAndWarnings(g)})
     return _rowsToColumns(rows, [
         ("Grade", "", ""), ("Cutoff", "cm3", "baseline volume separating small from large"),
         ("Mean small", "", "mean volume reduction, baseline volume <= cutoff"),
@@ -365,7 +368,7 @@ def _curveChart(scene, *, chartRole: str, title: str, yTitle: str, yColumn: str,
     chart = findOrCreateNode(scene, "vtkMRMLPlotChartNode", chartRole, title)
     chart.RemoveAllPlotSeriesNodeIDs()
     for grade in GRADES:
-        curve = _get(curves, grade)
+        curve = nestedGet(curves, grade)
         curve_roles = [f"{chartRole}.{grade}.{part}" for part in ("curve", "ci_low", "ci_high")]
         if curve is None:
             _removeRoles(scene, "vtkMRMLPlotSeriesNode", curve_roles)
@@ -409,7 +412,7 @@ def tcpChartNode(scene, analysis: Mapping, observed=None):
     """
     requireAnalysisDict(analysis)
     return _curveChart(scene, chartRole="Chart.tcp", title="Tumour control probability", yTitle="TCP",
-                       yColumn=TCP_COLUMN, curves=_get(analysis, "tcp", "curves") or {}, curveKey="tcp",
+                       yColumn=TCP_COLUMN, curves=nestedGet(analysis, "tcp", "curves") or {}, curveKey="tcp",
                        observed=_observedByGrade(observed, "responder"), observedColumn=RESPONDER_COLUMN,
                        observedLabel="tumours (responder = 1)")
 
@@ -422,6 +425,6 @@ def doseResponseChartNode(scene, analysis: Mapping, observed=None, variant: str 
         raise InputError(f"dose-response variant must be one of {list(DOSE_RESPONSE_VARIANTS)}, got '{variant}'")
     return _curveChart(scene, chartRole="Chart.dose_response", title="Volume reduction vs dose",
                        yTitle="Relative volume reduction", yColumn=DV_COLUMN,
-                       curves=_get(analysis, "dose_response", variant, "curves") or {}, curveKey="dv",
+                       curves=nestedGet(analysis, "dose_response", variant, "curves") or {}, curveKey="dv",
                        observed=_observedByGrade(observed, "dv"), observedColumn=DV_COLUMN,
                        observedLabel="tumours")
