@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +77,9 @@ def _read_header(path: Path) -> Dataset | None:
     if not _may_be_dicom(path):
         return None
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        with warnings.catch_warnings():  # pydicom warns about files that are then skipped anyway
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
         sop_class = get_str(ds, "SOPClassUID") or get_str(getattr(ds, "file_meta", Dataset()),
                                                           "MediaStorageSOPClassUID")
         if sop_class == _DICOMDIR_CLASS or get_float(ds, "Rows") is None or get_float(ds, "Columns") is None:

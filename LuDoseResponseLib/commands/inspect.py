@@ -10,7 +10,9 @@ sources (field → tag) and warnings, among others. Unknown values are null, nev
 from __future__ import annotations
 
 import json
+import logging
 import sys
+import warnings
 
 #: fields shown by the text output, in this order
 _TEXT_FIELDS = (
@@ -45,10 +47,15 @@ def _format(value) -> str:
 def run(args) -> int:
     from LuDoseResponseLib import dicom
 
-    if args.series_uid:
-        found = [dicom.read_metadata(args.path, series_uid=args.series_uid)]
-    else:
-        found = dicom.inspect(args.path)
+    with warnings.catch_warnings():
+        if not args.debug:
+            # pydicom's own notes on odd values repeat what the warnings list says, tag by tag
+            warnings.filterwarnings("ignore", module="pydicom")
+            logging.getLogger("pydicom").setLevel(logging.ERROR)
+        if args.series_uid:
+            found = [dicom.read_metadata(args.path, series_uid=args.series_uid)]
+        else:
+            found = dicom.inspect(args.path)
     records = [m.to_dict() for m in found]
     if args.json:
         sys.stdout.write(json.dumps(records, indent=2, allow_nan=False) + "\n")
