@@ -185,6 +185,8 @@ class LuDoseResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onApplyButton(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Cohort analysis failed."), waitCursor=True):
             parameters = self._parameterNode
+            if parameters.saveOutputs and str(parameters.outputDirectory) in ("", "."):
+                raise ValueError(_("Choose a folder for the results, or untick 'Save results to'."))
             self._ensureRequirements(parameters.saveOutputs)
             outputDir = str(parameters.outputDirectory) if parameters.saveOutputs else None
             nodes = self.logic.runCohortAnalysis(str(parameters.cohortCsvPath), outputDir,
