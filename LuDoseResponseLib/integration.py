@@ -26,7 +26,8 @@ from datetime import date, datetime
 
 import numpy as np
 from scipy.optimize import least_squares
-from scipy.stats import chi2
+from scipy.stats import chi2, norm
+from scipy.stats import t as student_t
 
 from LuDoseResponseLib.errors import GeometryError, InputError, ModelFitError
 from LuDoseResponseLib.nuclides import LU177_HALF_LIFE_H
@@ -579,6 +580,8 @@ def _fit_integral(t, y, sd, model, tail, lam_phys, what) -> TimeIntegral:
         "n_points": int(n), "dof": int(dof), "wrss": float(fit.wrss), "weighting": "absolute" if absolute
         else "relative", "selected_by": selected_by, "capped": bool(fit.capped),
         "head": "model", "t_last_h": t_last,
+        # 95 % interval = value ± k95·sd: normal with known σ; Student t (n − p dof) when σ is estimated
+        "k95": float(norm.ppf(0.975)) if absolute else (float(student_t.ppf(0.975, dof)) if dof > 0 else None),
         "tail_value": float(np.real(value_fn(fit.theta) - m.integral_to(fit.theta, t_last))),
         "not_selected": dict(notes),
     }
@@ -849,7 +852,7 @@ def _vw_trapezoid(t, y, rel, head, tail, tail_points, lam_phys):
     return head_v + body + y[-1] / lam, lam, capped
 
 
-def _vw_mono(t, y, rel, tail, lam_phys, iterations: int = 60):
+def _vw_mono(t, y, rel, tail, lam_phys, iterations: int = 100):
     """Vectorised weighted LS fit of A·e^(−λt) with σ_ij = rel_i·y_ij (all y > 0); λ capped at λ_phys."""
     w = 1.0 / (rel[:, None] * y) ** 2
     wl = 1.0 / rel ** 2
@@ -865,25 +868,32 @@ def _vw_mono(t, y, rel, tail, lam_phys, iterations: int = 60):
 
     cur = wrss(amp, lam)
     mu = np.full(y.shape[1], 1e-3)
+    active = np.arange(y.shape[1])          # Levenberg–Marquardt on the voxels not yet converged
     for _ in range(iterations):
-        e = np.exp(-lam * tt)
-        r = amp * e - y
-        ja, jl = e, -amp * tt * e
-        a11, a12, a22 = (w * ja * ja).sum(0), (w * ja * jl).sum(0), (w * jl * jl).sum(0)
-        g1, g2 = (w * ja * r).sum(0), (w * jl * r).sum(0)
-        b11, b22 = a11 * (1 + mu), a22 * (1 + mu)
+        if active.size == 0:
+            break
+        a, lm, wa, ya, m = amp[active], lam[active], w[:, active], y[:, active], mu[active]
+        e = np.exp(-lm * tt)
+        r = a * e - ya
+        jl = -a * tt * e
+        a11, a12, a22 = (wa * e * e).sum(0), (wa * e * jl).sum(0), (wa * jl * jl).sum(0)
+        g1, g2 = (wa * e * r).sum(0), (wa * jl * r).sum(0)
+        b11, b22 = a11 * (1 + m), a22 * (1 + m)
         det = b11 * b22 - a12 * a12
         det = np.where(det > 0, det, np.inf)
         da = -(b22 * g1 - a12 * g2) / det
         dl = -(b11 * g2 - a12 * g1) / det
-        a_new = np.maximum(amp + da, 0.0)
-        l_new = np.clip(lam + dl, _RATE_BOUNDS_PER_H[0], _RATE_BOUNDS_PER_H[1])
-        trial = wrss(a_new, l_new)
-        better = trial < cur
-        amp = np.where(better, a_new, amp)
-        lam = np.where(better, l_new, lam)
-        cur = np.where(better, trial, cur)
-        mu = np.where(better, mu / 3.0, mu * 4.0)
+        a_new = np.maximum(a + da, 0.0)
+        l_new = np.clip(lm + dl, _RATE_BOUNDS_PER_H[0], _RATE_BOUNDS_PER_H[1])
+        trial = (wa * (a_new * np.exp(-l_new * tt) - ya) ** 2).sum(0)
+        better = trial < cur[active]
+        amp[active] = np.where(better, a_new, a)
+        lam[active] = np.where(better, l_new, lm)
+        cur[active] = np.where(better, trial, cur[active])
+        mu[active] = np.where(better, m / 3.0, m * 4.0)
+        small_step = (np.abs(da) <= 1e-10 * np.maximum(a, 1e-300)) & (np.abs(dl) <= 1e-10 * lm)
+        done = small_step | (mu[active] > 1e12)
+        active = active[~done]
     capped = lam < lam_phys * (1 - _CAP_TOLERANCE)
     low = lam < lam_phys
     if np.any(low):

@@ -244,6 +244,22 @@ def test_noisy_bi_sd_coverage():
     assert 0.92 <= cov2 <= 0.985, cov2
 
 
+def test_coverage_without_values_sd_uses_student_t():
+    """σ estimated from 2 residual dof: ±2 SD covers only ≈ 82 % (Student t); ±k95·SD covers ≈ 95 %."""
+    lam = math.log(2) / 60.0
+    rng = np.random.default_rng(99)
+    hits2, hits_k = [], []
+    for _ in range(300):
+        y = 2.0 * np.exp(-lam * T_TYPICAL) * (1 + 0.05 * rng.standard_normal(4))
+        r = time_integral(T_TYPICAL, y, model="mono")
+        err = abs(r.value - 2.0 / lam)
+        hits2.append(err <= 2 * r.sd)
+        hits_k.append(err <= r.diagnostics["k95"] * r.sd)
+    assert r.diagnostics["k95"] == pytest.approx(4.302653, rel=1e-6)   # t(0.975, 2 dof)
+    assert 0.92 <= np.mean(hits_k) <= 0.985
+    assert 0.74 <= np.mean(hits2) <= 0.89
+
+
 def test_sd_from_residuals_without_values_sd():
     """Relative weighting: covariance scaled by WRSS/(n−p); exact data give SD ≈ 0, noisy data SD > 0."""
     lam = lam_eff(80.0)
