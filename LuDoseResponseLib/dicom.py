@@ -22,7 +22,7 @@ import SimpleITK as sitk
 from LuDoseResponseLib.dicom_geometry import series_layout
 from LuDoseResponseLib.dicom_meta import SeriesMetadata, build_metadata
 from LuDoseResponseLib.dicom_read import DicomSeries, is_image_file, read_pixels, scan, select_series
-from LuDoseResponseLib.errors import GeometryError, InputError
+from LuDoseResponseLib.errors import DicomError, GeometryError, InputError, LuDoseResponseError
 
 __all__ = ["SeriesMetadata", "Volume", "inspect", "read_metadata", "read_volume"]
 
@@ -62,8 +62,14 @@ def _image_file_metadata(path: Path) -> SeriesMetadata:
 
 
 def _dicom_metadata(series: DicomSeries) -> SeriesMetadata:
-    layout = series_layout(list(series.headers), list(series.files))
-    return build_metadata(list(series.headers), list(series.files), layout)
+    try:
+        layout = series_layout(list(series.headers), list(series.files))
+        return build_metadata(list(series.headers), list(series.files), layout)
+    except LuDoseResponseError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a header too malformed for the rules: name the series
+        raise DicomError(f"{series.name}: the header cannot be interpreted ({type(exc).__name__}: {exc}); "
+                         "check the file with a DICOM validator (e.g. dciodvfy)") from exc
 
 
 def inspect(path: str | os.PathLike) -> list[SeriesMetadata]:
@@ -100,8 +106,8 @@ def read_volume(path: str | os.PathLike, series_uid: str | None = None) -> Volum
                              "a scalar volume is needed")
         return Volume(sitk.Cast(image, sitk.sitkFloat64), metadata)
     series = select_series(scan(p), p, series_uid)
+    metadata = _dicom_metadata(series)
     layout = series_layout(list(series.headers), list(series.files))
-    metadata = build_metadata(list(series.headers), list(series.files), layout)
     grid = layout.require_grid()
     values = read_pixels(series, layout)
     image = sitk.GetImageFromArray(np.ascontiguousarray(values))

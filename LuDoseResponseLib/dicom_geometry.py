@@ -96,18 +96,26 @@ def _direction_cosines(iop: tuple[float, ...], where: str) -> tuple[np.ndarray, 
     return row, col, np.cross(row, col)
 
 
-def _plane(ds: Dataset, prefer_detector: bool) -> tuple[tuple | None, tuple | None, str]:
-    """(ImagePositionPatient, ImageOrientationPatient, where they were found) of one header."""
+def _plane(ds: Dataset, prefer_detector: bool) -> tuple[tuple | None, tuple | None, str, str]:
+    """(ImagePositionPatient, ImageOrientationPatient, where each was found) of one header.
+
+    NM keeps them in DetectorInformationSequence (PS3.3 C.8.4.10); some vendors write them at the
+    top level instead. Each is taken from the first place that has it.
+    """
     places = [("DetectorInformationSequence[0] > ", first_item(ds, "DetectorInformationSequence")), ("", ds)]
     if not prefer_detector:
         places.reverse()
+    found: dict[str, tuple[tuple, str]] = {}
     for prefix, item in places:
         if item is None:
             continue
-        ipp, iop = get_floats(item, "ImagePositionPatient", 3), get_floats(item, "ImageOrientationPatient", 6)
-        if ipp is not None and iop is not None:
-            return ipp, iop, prefix
-    return None, None, ""
+        for keyword, n in (("ImagePositionPatient", 3), ("ImageOrientationPatient", 6)):
+            value = get_floats(item, keyword, n)
+            if value is not None and keyword not in found:
+                found[keyword] = (value, prefix)
+    ipp, ipp_where = found.get("ImagePositionPatient", (None, ""))
+    iop, iop_where = found.get("ImageOrientationPatient", (None, ""))
+    return ipp, iop, ipp_where, iop_where
 
 
 def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
@@ -155,8 +163,8 @@ def multiframe_layout(ds: Dataset, name: str) -> Layout:
     if cols <= 0 or rows <= 0:
         return fail(DicomError(f"{name}: {label('Rows')}/{label('Columns')} missing"))
 
-    ipp, iop, where = _plane(ds, prefer_detector=(modality == "NM"))
-    if ipp is None:
+    ipp, iop, ipp_where, iop_where = _plane(ds, prefer_detector=(modality == "NM"))
+    if ipp is None or iop is None:
         return fail(DicomError(f"{name}: no {label('ImagePositionPatient')} and {label('ImageOrientationPatient')} "
                                "in DetectorInformationSequence (0054,0022) or at the top level; the volume "
                                "cannot be placed in patient space"))
@@ -194,8 +202,8 @@ def multiframe_layout(ds: Dataset, name: str) -> Layout:
     grid = Grid(size, (in_plane[0], in_plane[1], abs(step)), tuple(float(v) for v in origin),
                 tuple(float(v) for v in np.column_stack([row, col, normal]).ravel()))
     sources.update({
-        "origin_mm": f"{where}{label('ImagePositionPatient')}",
-        "direction": f"{where}{label('ImageOrientationPatient')}",
+        "origin_mm": f"{ipp_where}{label('ImagePositionPatient')}",
+        "direction": f"{iop_where}{label('ImageOrientationPatient')}",
         "spacing_mm": spacing_source,
     })
     return Layout("multiframe", size, grid, order, sources, tuple(warnings))
@@ -218,13 +226,13 @@ def stack_layout(headers: list[Dataset], names: list[str]) -> Layout:
         if (int(get(ds, "Columns") or 0), int(get(ds, "Rows") or 0)) != (cols, rows):
             return fail(GeometryError(f"{nm}: {label('Rows')}/{label('Columns')} differ from {names[0]} in the "
                                       "same series; the series mixes images of different sizes"))
-        ipp, iop, where = _plane(ds, prefer_detector=(modality == "NM"))
-        if ipp is None:
+        ipp, iop, ipp_where, iop_where = _plane(ds, prefer_detector=(modality == "NM"))
+        if ipp is None or iop is None:
             return fail(DicomError(f"{nm}: {label('ImagePositionPatient')} or {label('ImageOrientationPatient')} "
                                    "missing; the slice cannot be placed"))
-        planes.append((np.asarray(ipp), np.asarray(iop), where))
+        planes.append((np.asarray(ipp), np.asarray(iop), ipp_where, iop_where))
     iop0 = planes[0][1]
-    for (_, iop, _), nm in zip(planes, names, strict=True):
+    for (_, iop, _, _), nm in zip(planes, names, strict=True):
         if np.max(np.abs(iop - iop0)) > 1e-4:
             return fail(GeometryError(f"{nm}: {label('ImageOrientationPatient')} differs from {names[0]}; the "
                                       "series mixes orientations"))
@@ -279,10 +287,9 @@ def stack_layout(headers: list[Dataset], names: list[str]) -> Layout:
     origin = positions[order[0]]
     grid = Grid(size, (in_plane[0], in_plane[1], float(step)), tuple(float(v) for v in origin),
                 tuple(float(v) for v in np.column_stack([row, col, normal]).ravel()))
-    where = planes[0][2]
     sources.update({
-        "origin_mm": f"{where}{label('ImagePositionPatient')} of the first slice along the normal",
-        "direction": f"{where}{label('ImageOrientationPatient')}",
+        "origin_mm": f"{planes[0][2]}{label('ImagePositionPatient')} of the first slice along the normal",
+        "direction": f"{planes[0][3]}{label('ImageOrientationPatient')}",
         "spacing_mm": spacing_source,
     })
     return Layout("stack", size, grid, tuple(int(i) for i in order), sources, tuple(warnings))

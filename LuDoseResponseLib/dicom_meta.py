@@ -207,6 +207,12 @@ def acquisition_start(headers: list[Dataset], name: str) -> tuple[datetime | Non
                 missing = "; ".join(skipped) if skipped else "earlier rules give no value"
                 warnings.append(f"{name}: acquisition start taken from {' + '.join(label(k) for k in rule)} "
                                 f"because {missing}; confirm it or give acquired_at in the manifest")
+            if i == 0:  # both forms present and different: contradictory
+                classic = [v for ds in headers if (v := parse_date_time(ds, *_START_RULES[1])[0]) is not None]
+                if classic and abs((min(classic) - min(values)).total_seconds()) > 1.0:
+                    warnings.append(f"{name}: {label('AcquisitionDateTime')} {min(values).isoformat()} contradicts "
+                                    f"{label('AcquisitionDate')} + {label('AcquisitionTime')} "
+                                    f"{min(classic).isoformat()}; the former is used")
             return min(values), source, warnings
         names = " + ".join(rule)
         skipped.append(f"{names}: {problems[0]}" if problems else f"{names} absent")

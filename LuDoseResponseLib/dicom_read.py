@@ -196,6 +196,13 @@ def _stored_values_via_gdcm(ds: Dataset, file: Path, pydicom_error: Exception) -
     return stored
 
 
+def _read_full(file: Path) -> Dataset:
+    try:
+        return pydicom.dcmread(file, force=True)
+    except Exception as exc:  # noqa: BLE001 - OSError, EOF, invalid data: all mean the file is unusable
+        raise DicomError(f"{file}: cannot be read ({type(exc).__name__}: {exc})") from exc
+
+
 def read_pixels(series: DicomSeries, layout: Layout) -> np.ndarray:
     """Output values of a series as an array [z, y, x] ordered by the layout's k.
 
@@ -207,7 +214,7 @@ def read_pixels(series: DicomSeries, layout: Layout) -> np.ndarray:
     dtype = np.float32 if modality == "CT" else np.float64
     if layout.kind == "multiframe":
         file = series.files[0]
-        ds = pydicom.dcmread(file, force=True)
+        ds = _read_full(file)
         mapping = value_mapping(ds, str(file))
         stored = _stored_values(ds, file)
         out = (stored[list(layout.order)] * mapping.slope + mapping.intercept).astype(dtype)
@@ -215,7 +222,7 @@ def read_pixels(series: DicomSeries, layout: Layout) -> np.ndarray:
         out = np.empty((n, rows, cols), dtype=dtype)
         for k, index in enumerate(layout.order):
             file = series.files[index]
-            ds = pydicom.dcmread(file, force=True)
+            ds = _read_full(file)
             mapping = value_mapping(ds, str(file))
             out[k] = _stored_values(ds, file)[0] * mapping.slope + mapping.intercept
     if out.shape != (n, rows, cols):

@@ -430,6 +430,9 @@ def _cycle(checker: _Checker, raw: Any, key: str) -> Cycle | None:
         ct = checker.file(ct_raw, f"{key}.ct")
     if ct is not None:
         ct_meta = checker.header(ct, ct_uid, f"{key}.ct")
+        if ct_meta is not None and ct_meta.modality not in (None, "CT"):
+            checker.error(f"{key}.ct", f"{ct_meta.path} is a {ct_meta.modality} series, not a CT")
+            ct_meta = None
 
     spect_raw = checker.array(table.get("spect"), f"{key}.spect")
     if not spect_raw and "spect" not in table:

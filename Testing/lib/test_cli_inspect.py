@@ -149,3 +149,24 @@ def test_subprocess_prints_no_traceback(tmp_path):
     assert good.returncode == 0, good.stderr
     (rec,) = json.loads(good.stdout)
     assert rec["units"] == "counts" and rec["administered_at"] is None and rec["duration_s"] == 1200.0
+
+
+def test_a_sequence_with_the_wrong_content_gives_warnings(tmp_path, capsys):
+    ds = siemens_xspect_like(VOL)
+    ds.RadiopharmaceuticalInformationSequence = ds.RotationInformationSequence  # wrong items
+    (rec,) = _inspect_json(capsys, save(ds, tmp_path / "odd.dcm"))
+    assert rec["administered_at"] is None and rec["activity_mbq"] is None
+    assert any("odd.dcm" in w and "RadiopharmaceuticalStartDateTime" in w for w in rec["warnings"])
+
+
+def test_an_uninterpretable_header_names_the_file(tmp_path, capsys, monkeypatch):
+    """Last line of defence: anything the rules did not foresee still names the file, exit 2."""
+    path = save(siemens_xspect_like(VOL), tmp_path / "weird.dcm")
+
+    def broken(*_args):
+        raise TypeError("unforeseen")
+
+    monkeypatch.setattr("LuDoseResponseLib.dicom.build_metadata", broken)
+    assert main(["inspect", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "weird.dcm: the header cannot be interpreted (TypeError: unforeseen)" in err

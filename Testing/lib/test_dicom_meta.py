@@ -233,3 +233,11 @@ def test_parsers():
     assert parse_dt("20190304093000.000000+0100") == (datetime(2019, 3, 4, 9, 30), "+0100")
     assert parse_dt("201903040930") == (datetime(2019, 3, 4, 9, 30), None)
     assert parse_dt("20190304") == (None, None)  # a date alone is not a start time
+
+
+def test_acquisition_datetime_contradicting_date_and_time(tmp_path):
+    ds = siemens_xspect_like(VOL)
+    ds.AcquisitionDateTime = "20190305110215"  # one hour after AcquisitionDate + AcquisitionTime
+    m = _meta(ds, tmp_path)
+    assert m.acquired_at == datetime(2019, 3, 5, 11, 2, 15)
+    assert _warned(m, "AcquisitionDateTime (0008,002A) 2019-03-05T11:02:15 contradicts")

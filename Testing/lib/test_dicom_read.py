@@ -288,3 +288,36 @@ def test_not_dicom_and_missing_paths_are_errors(tmp_path):
         dicom.inspect(tmp_path)
     with pytest.raises(DicomError, match="no such file"):
         dicom.inspect(tmp_path / "absent")
+
+
+def test_position_and_orientation_may_sit_in_different_places(tmp_path):
+    ds = ge_counts_like(_index_pattern())
+    ds.ImageOrientationPatient = ds.DetectorInformationSequence[0].ImageOrientationPatient
+    del ds.DetectorInformationSequence[0].ImageOrientationPatient
+    path = save(ds, tmp_path / "split.dcm")
+    meta = dicom.read_metadata(path)
+    assert meta.sources["origin_mm"].startswith("DetectorInformationSequence[0] > ImagePositionPatient")
+    assert meta.sources["direction"] == "ImageOrientationPatient (0020,0037)"
+    ds.DetectorInformationSequence[0].ImageOrientationPatient = ds.ImageOrientationPatient  # for _pydicom_point
+    _check_nm_against_pydicom(path, ds, 1.0)
+
+
+def test_truncated_pixel_data_is_an_error_naming_the_file(tmp_path):
+    path = save(siemens_xspect_like(np.ones((NF, NR, NC))), tmp_path / "cut.dcm")
+    data = path.read_bytes()
+    path.write_bytes(data[:-200])
+    assert dicom.read_metadata(path).size == (NC, NR, NF)  # the header is intact
+    with pytest.raises(DicomError, match=r"cut\.dcm"):
+        dicom.read_volume(path)
+
+
+def test_a_file_gone_between_scan_and_read_is_named(tmp_path):
+    from LuDoseResponseLib.dicom_geometry import series_layout
+    from LuDoseResponseLib.dicom_read import read_pixels, scan
+
+    files = write_series(ct_slices(np.zeros((3, 4, 4))), tmp_path / "ct")
+    (series,) = scan(tmp_path / "ct")
+    layout = series_layout(list(series.headers), list(series.files))
+    files[1].unlink()
+    with pytest.raises(DicomError, match=f"{files[1].name}: cannot be read"):
+        read_pixels(series, layout)

@@ -228,3 +228,8 @@ def test_invalid_toml_and_missing_manifest(tmp_path):
         load_manifest(bad)
     with pytest.raises(ManifestError, match="does not exist"):
         load_manifest(tmp_path / "none.toml")
+
+
+def test_a_spect_given_as_ct_is_refused(study_dir):
+    message = _problems(_write(study_dir, MANIFEST.replace('ct = "c1/ct"', 'ct = "c1/spect_24h.dcm"')))
+    assert "cycles[0].ct:" in message and "is a NM series, not a CT" in message
