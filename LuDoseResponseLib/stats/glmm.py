@@ -57,6 +57,7 @@ SINGULAR_TOL = 1e-4         # lme4 isSingular(tol)
 CONV_GRAD_TOL = 0.002       # lme4 check.conv.grad tol
 BOUNDARY_TOL = 1e-3         # theta below this is compared with the theta = 0 fit
 SEPARATION_ETA = 15.0       # max |X beta| above this flags (quasi-)separation, as the R reference does
+LARGE_THETA = 10.0          # a random-intercept SD above this (logit scale) gets a warning
 MAX_AGQ = 25                # lme4 allows at most 25 quadrature nodes
 _NEWTON_MAXIT = 100
 _FD_STEP = 1e-6             # step for the optimiser's gradient, in scaled parameters
@@ -438,6 +439,9 @@ def fit_binomial_glmm(y: Sequence, X: Sequence, groups: Sequence, *, names: Sequ
         if conv_msg:
             warns.append(conv_msg)
             converged = False
+    if theta > LARGE_THETA:
+        warns.append(f"random-intercept SD {theta:.3g} > {LARGE_THETA:g} on the logit scale: the outcomes "
+                     "are (nearly) separated by patient and the likelihood is flat in theta")
     max_abs_eta = float(np.max(np.abs(xa @ beta)))
     separation = max_abs_eta > SEPARATION_ETA
     if separation:
