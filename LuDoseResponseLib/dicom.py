@@ -11,7 +11,9 @@ and values mapped as ``dicom_meta`` describes (Bq/mL, counts or HU). Writing is 
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ from LuDoseResponseLib.dicom_geometry import series_layout
 from LuDoseResponseLib.dicom_meta import SeriesMetadata, build_metadata
 from LuDoseResponseLib.dicom_read import DicomSeries, is_image_file, read_pixels, scan, select_series
 from LuDoseResponseLib.errors import DicomError, GeometryError, InputError, LuDoseResponseError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SeriesMetadata", "Volume", "inspect", "read_metadata", "read_volume"]
 
@@ -92,8 +96,12 @@ def read_metadata(path: str | os.PathLike, series_uid: str | None = None) -> Ser
     return _dicom_metadata(select_series(scan(p), p, series_uid))
 
 
-def read_volume(path: str | os.PathLike, series_uid: str | None = None) -> Volume:
-    """The volume at ``path`` with its metadata; pixel values mapped (Bq/mL, counts or HU)."""
+def read_volume(path: str | os.PathLike, series_uid: str | None = None,
+                progress: Callable[[float], None] | None = None) -> Volume:
+    """The volume at ``path`` with its metadata; pixel values mapped (Bq/mL, counts or HU).
+
+    ``progress`` is called with the fraction of DICOM files read (0–1).
+    """
     p = Path(path)
     if p.is_file() and is_image_file(p):
         metadata = _image_file_metadata(p)
@@ -109,7 +117,9 @@ def read_volume(path: str | os.PathLike, series_uid: str | None = None) -> Volum
     metadata = _dicom_metadata(series)
     layout = series_layout(list(series.headers), list(series.files))
     grid = layout.require_grid()
-    values = read_pixels(series, layout)
+    values = read_pixels(series, layout, progress)
+    log.info("read %s %s (%d file(s), %s voxels, units %s)", metadata.modality, series.name, len(series.files),
+             "×".join(str(v) for v in grid.size), metadata.units)
     image = sitk.GetImageFromArray(np.ascontiguousarray(values))
     image.SetSpacing(grid.spacing_mm)
     image.SetOrigin(grid.origin_mm)

@@ -51,10 +51,6 @@ class Grid:
         """D · diag(spacing): maps an index (i, j, k) to a displacement from the origin in mm."""
         return np.asarray(self.direction, dtype=float).reshape(3, 3) * np.asarray(self.spacing_mm)
 
-    def index_to_point_mm(self, ijk) -> np.ndarray:
-        """Physical LPS point (mm) of the voxel centre at index (i, j, k)."""
-        return np.asarray(self.origin_mm) + self.matrix() @ np.asarray(ijk, dtype=float)
-
     def bounds_mm(self) -> tuple[np.ndarray, np.ndarray]:
         """Axis-aligned LPS box (min, max) of the voxels' outer faces."""
         lo_hi = [(-0.5, n - 0.5) for n in self.size]

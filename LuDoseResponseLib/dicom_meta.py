@@ -179,17 +179,25 @@ class SeriesMetadata:
 # ----------------------------------------------------------------------------------------- times
 
 
+def _offset_note(offsets: set[str | None]) -> str:
+    """' (UTC offset +0100 dropped: local clock time)' when a DT carried one; the offset is kept visible
+    so that a daylight-saving change between injection and scan can be seen."""
+    given = sorted(o for o in offsets if o)
+    return f" (UTC offset {', '.join(given)} dropped: local clock time)" if given else ""
+
+
 def acquisition_start(headers: list[Dataset], name: str) -> tuple[datetime | None, str | None, list[str]]:
     """Acquisition start by the rules in the module docstring: (value, source, warnings)."""
     skipped: list[str] = []
     for i, rule in enumerate(_START_RULES):
-        values, problems = [], []
+        values, problems, offsets = [], [], set()
         for ds in headers:
             if len(rule) == 1:
                 raw = get(ds, rule[0])
                 if raw is None:
                     continue
-                value, _offset = parse_dt(raw)
+                value, offset = parse_dt(raw)
+                offsets.add(offset)
                 if value is None:
                     problems.append(f"{label(rule[0])} has an invalid value {str(raw)!r}")
             else:
@@ -202,6 +210,7 @@ def acquisition_start(headers: list[Dataset], name: str) -> tuple[datetime | Non
             source = " + ".join(label(k) for k in rule)
             if len(headers) > 1:
                 source += f" (earliest of {len(headers)} files)"
+            source += _offset_note(offsets)
             warnings = []
             if i > 1:  # rules 1 and 2 are the same information (enhanced vs classic objects)
                 missing = "; ".join(skipped) if skipped else "earlier rules give no value"
@@ -309,13 +318,13 @@ def administration(ds: Dataset, name: str) -> tuple[dict[str, Any], dict[str, st
     start_dt_raw = get(item, "RadiopharmaceuticalStartDateTime")
     start_tm_raw = get(item, "RadiopharmaceuticalStartTime")
     if start_dt_raw is not None:
-        start, _offset = parse_dt(start_dt_raw)
+        start, offset = parse_dt(start_dt_raw)
         if start is None:
             warnings.append(f"{name}: {label('RadiopharmaceuticalStartDateTime')} has an invalid value "
                             f"{str(start_dt_raw)!r}; give administered_at in the manifest")
         else:
             values["administered_at"] = start
-            sources["administered_at"] = prefix + label("RadiopharmaceuticalStartDateTime")
+            sources["administered_at"] = prefix + label("RadiopharmaceuticalStartDateTime") + _offset_note({offset})
             if start_tm_raw is not None:
                 clock = parse_tm(start_tm_raw)
                 if clock is not None and clock.replace(microsecond=0) != start.time().replace(microsecond=0):

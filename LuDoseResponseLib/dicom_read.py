@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,10 +204,12 @@ def _read_full(file: Path) -> Dataset:
         raise DicomError(f"{file}: cannot be read ({type(exc).__name__}: {exc})") from exc
 
 
-def read_pixels(series: DicomSeries, layout: Layout) -> np.ndarray:
+def read_pixels(series: DicomSeries, layout: Layout,
+                progress: Callable[[float], None] | None = None) -> np.ndarray:
     """Output values of a series as an array [z, y, x] ordered by the layout's k.
 
     float32 for CT (Hounsfield units are exact in it, and CT is large), float64 otherwise.
+    ``progress`` is called with the fraction of files read (0–1).
     """
     grid = layout.require_grid()
     cols, rows, n = grid.size
@@ -218,6 +221,8 @@ def read_pixels(series: DicomSeries, layout: Layout) -> np.ndarray:
         mapping = value_mapping(ds, str(file))
         stored = _stored_values(ds, file)
         out = (stored[list(layout.order)] * mapping.slope + mapping.intercept).astype(dtype)
+        if progress is not None:
+            progress(1.0)
     else:
         out = np.empty((n, rows, cols), dtype=dtype)
         for k, index in enumerate(layout.order):
@@ -225,6 +230,8 @@ def read_pixels(series: DicomSeries, layout: Layout) -> np.ndarray:
             ds = _read_full(file)
             mapping = value_mapping(ds, str(file))
             out[k] = _stored_values(ds, file)[0] * mapping.slope + mapping.intercept
+            if progress is not None:
+                progress((k + 1) / n)
     if out.shape != (n, rows, cols):
         raise DicomError(f"{series.name}: pixel data shape {out.shape} does not match the header "
                          f"({n} slices of {rows}×{cols})")

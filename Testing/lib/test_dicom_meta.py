@@ -241,3 +241,13 @@ def test_acquisition_datetime_contradicting_date_and_time(tmp_path):
     m = _meta(ds, tmp_path)
     assert m.acquired_at == datetime(2019, 3, 5, 11, 2, 15)
     assert _warned(m, "AcquisitionDateTime (0008,002A) 2019-03-05T11:02:15 contradicts")
+
+
+def test_utc_offsets_are_reported_in_the_sources(tmp_path):
+    ds = philips_like(VOL.astype(np.uint16))
+    ds.AcquisitionDateTime = "20190306110500+0100"
+    ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartDateTime = "20190304093000+0100"
+    m = _meta(ds, tmp_path)
+    assert m.acquired_at == datetime(2019, 3, 6, 11, 5) and m.administered_at == datetime(2019, 3, 4, 9, 30)
+    assert "UTC offset +0100 dropped" in m.sources["acquired_at"]
+    assert "UTC offset +0100 dropped" in m.sources["administered_at"]

@@ -321,3 +321,10 @@ def test_a_file_gone_between_scan_and_read_is_named(tmp_path):
     files[1].unlink()
     with pytest.raises(DicomError, match=f"{files[1].name}: cannot be read"):
         read_pixels(series, layout)
+
+
+def test_progress_is_reported_per_file(tmp_path):
+    write_series(ct_slices(np.zeros((4, 3, 3))), tmp_path / "ct")
+    seen: list[float] = []
+    dicom.read_volume(tmp_path / "ct", progress=seen.append)
+    assert seen == [0.25, 0.5, 0.75, 1.0]
