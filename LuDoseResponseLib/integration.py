@@ -48,7 +48,7 @@ _RATE_GRID_PER_H = np.geomspace(1e-4, 20.0, 48)
 _REL_SIGMA_FLOOR = 1e-3         # relative weighting: σ_i ∝ max(y_i, 1e-3·max y)
 _WRSS_PER_POINT_FLOOR = 1e-16   # relative residual 1e-8: exact fits tie, and the AICc penalty decides
 _CAP_TOLERANCE = 1e-6           # a fitted λ this close below λ_phys is rounding: capped without a warning
-_DEGENERATE_COND = 1e12
+_DEGENERATE_COND = 1e8   # of the scaled JᵀJ; well-sampled models stay below ~1e5
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,6 +285,7 @@ class _Fit:
     wrss: float
     n_free: int
     degenerate: str          # "" when well determined, otherwise why not
+    undetermined: bool       # degenerate because the samples do not fix the parameters (not a nested model)
     capped: bool
     fitted_slow_rate: float
 
@@ -335,12 +336,15 @@ def _fit(model: str, t, y, sigma, absolute_sigma: bool, fixed_slow: float | None
     elif model == "uptake-washout" and theta[2] >= 0.999 * _RATE_BOUNDS_PER_H[1]:
         degenerate = "the uptake rate ran to its bound (the uptake is not resolved by the samples)"
     scale = np.sqrt(np.diag(jtj))
+    undetermined = False
     if not degenerate and np.all(scale > 0):
         cond = np.linalg.cond(jtj / np.outer(scale, scale))   # scale-free: amplitudes and rates differ by decades
         if not np.isfinite(cond) or cond > _DEGENERATE_COND:
             degenerate = f"the parameters are not determined by these samples (condition number {cond:.1e})"
+            undetermined = True
     elif not degenerate:
         degenerate = "a parameter does not influence the curve at the sample times"
+        undetermined = True
     n_free = int(free.sum())
     dof = t.size - n_free
     cov_free = np.linalg.pinv(jtj) if degenerate else np.linalg.inv(jtj)
@@ -350,7 +354,8 @@ def _fit(model: str, t, y, sigma, absolute_sigma: bool, fixed_slow: float | None
     if cov_free is not None:
         cov = np.zeros((p, p))
         cov[np.ix_(free, free)] = cov_free
-    return _Fit(model, theta, cov, wrss, n_free, degenerate, fixed_slow is not None, float(theta[m.slow_rate_index]))
+    return _Fit(model, theta, cov, wrss, n_free, degenerate, undetermined, fixed_slow is not None,
+                float(theta[m.slow_rate_index]))
 
 
 def _fit_capped(model: str, t, y, sigma, absolute_sigma: bool, lam_phys: float, warn: list[str],
@@ -558,8 +563,15 @@ def _fit_integral(t, y, sd, model, tail, lam_phys, what) -> TimeIntegral:
             warnings.append(f"{what}: the {best} model does not describe the samples within values_sd "
                             f"(χ² = {fit.wrss:.3g} on {dof} degrees of freedom, p = {p_fit:.1e}); "
                             "consider another model or method='trapezoid'")
+    if fit.undetermined:
+        raise ModelFitError(f"{what}: the {best} model is not determined by these samples ({fit.degenerate}); a "
+                            "phase that only one sample sees has no defined integral. Use a model with fewer "
+                            "parameters, method='trapezoid', or more samples")
     if fit.degenerate:
         warnings.append(f"{what}: {best} fit is degenerate: {fit.degenerate}; its SD is not reliable")
+    if best == "uptake-washout" and fit.theta[2] * float(t[0]) > 5.0:
+        warnings.append(f"{what}: the uptake (half-time {LN2 / fit.theta[2]:.3g} h) is complete before the first "
+                        f"sample at {float(t[0]):g} h; the integral before it rests on the model, not on data")
     t_last = float(t[-1])
     if tail == "fit":
         def value_fn(th):

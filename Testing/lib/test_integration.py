@@ -15,7 +15,7 @@ import pytest
 import SimpleITK as sitk
 from scipy.integrate import quad
 
-from LuDoseResponseLib.errors import GeometryError, InputError, LuDoseResponseError
+from LuDoseResponseLib.errors import GeometryError, InputError, LuDoseResponseError, ModelFitError
 from LuDoseResponseLib.integration import (
     TimeIntegral,
     hanscheid_2018,
@@ -71,6 +71,15 @@ def test_bi_exponential_typical_sampling():
     assert r.params["lambda_slow_per_h"] == pytest.approx(l2, rel=1e-6)
     assert r.t_eff_h == pytest.approx(math.log(2) / l2, rel=1e-6)
     assert r.sd is None   # four samples, four parameters, no values_sd: no residual dof
+
+
+def test_bi_exponential_phase_seen_by_one_sample_is_an_error():
+    """T_fast = 1.25 h sampled at 4, 24, 72, 168 h: at 24 h the fast phase is 5e-6 of the signal, so only
+    the 4 h sample sees it and A_fast/λ_fast is not determined; an error, not an arbitrary number."""
+    t = np.array([4.0, 24.0, 72.0, 168.0])
+    y = 2.64 * np.exp(-0.5543 * t) + 0.82 * np.exp(-0.00506 * t)
+    with pytest.raises(ModelFitError, match="not determined"):
+        time_integral(t, y, model="bi")
 
 
 def test_uptake_washout_typical_sampling_explicit_and_auto():
