@@ -63,7 +63,7 @@ _NEWTON_MAXIT = 100
 _FD_STEP = 1e-6             # step for the optimiser's gradient, in scaled parameters
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GlmmResult:
     """A fitted binomial GLMM (scalar random intercept); arrays are read-only."""
 
@@ -369,8 +369,8 @@ def _validate(y: Sequence, x: Sequence, groups: Sequence, names: Sequence[str], 
     ga = np.asarray(groups)
     if ga.shape != (n,):
         raise InputError(f"groups has shape {ga.shape}, expected ({n},)")
-    labels = tuple(str(v) for v in ga)
-    if any(lab in ("", "nan", "None") for lab in labels):
+    labels = tuple(str(v).strip() for v in ga)
+    if any(lab in ("", "nan", "NaN", "None", "<NA>") for lab in labels):
         raise InputError("groups has an empty or missing label; every observation needs a group")
     levels, gidx = np.unique(np.asarray(labels), return_inverse=True)
     return ya, xa, gidx.astype(int), names, tuple(str(v) for v in levels)

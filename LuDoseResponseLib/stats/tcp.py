@@ -15,6 +15,11 @@ eta = x'beta, se_eta = sqrt(x'Vx) with V the GLMM fixed-effect covariance (lme4 
 plogis(eta) with the 95 % CI plogis(eta -+ 1.96 se_eta) on the logit scale (the paper's asymmetric
 "90 % (64 %-98 %)"), odds exp(eta) with CI exp(eta -+ 1.96 se_eta), and the dose at a TCP target p,
 D_p = (logit p - a) / b, with the delta-method SE from grad = -(c_a + D_p c_b) / b.
+
+``separation`` is set when the GLMM flags near-separation (max |X beta| > 15) or when, within a grade,
+dose separates responders from non-responders (linear programme; e.g. G2 of separation_s401, where
+the common intercept keeps the estimates finite but the G2 curve is set by the G1 data). A design that
+separates the outcome outright has infinite estimates: ModelFitError, as glmer fails there.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ Z95 = 1.96                                    # the paper: "95 % CI ... 1.96 tim
 GRADES = ("G1", "G2")
 METHODS = {"laplace": 1, "agq": 25}
 DEFAULT_DOSE_GRID_GY = np.arange(81) * 5.0    # 0, 5, ..., 400 Gy
+DEFAULT_DOSE_GRID_GY.setflags(write=False)
 _INTERCEPT, _DOSE, _DOSE_G2 = "(Intercept)", "dose_gy", "dose_gy:gradeG2"
+_MISSING = ("", "nan", "NaN", "None", "<NA>")
 
 
 @dataclass(frozen=True)
@@ -89,7 +96,7 @@ class TcpAtDose:
                 "odds_ci_high": _num(self.odds_ci_high)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TcpCurve:
     """Population TCP curve on a dose grid (arrays are read-only)."""
 
@@ -133,7 +140,7 @@ class TcpGrade:
                 "at_dose": {k: v.to_dict() for k, v in self.at_dose.items()}}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TcpResult:
     """The paper's TCP analysis; ``to_dict()`` is the ``tcp`` block of analysis.json."""
 
@@ -232,11 +239,10 @@ def _validate(dose_gy: Sequence[float], grade: Sequence[str], responder: Sequenc
         if fv not in (0.0, 1.0):
             raise InputError(f"responder row {i} is {v!r}; expected 0 or 1")
         resp[i] = fv
-    patients = np.array([str(v) for v in arrays["patient"]])
-    bad = [i for i, (raw, s) in enumerate(zip(arrays["patient"], patients, strict=True))
-           if raw is None or s.strip() == "" or (isinstance(raw, float) and math.isnan(raw))]
-    if bad:
-        raise InputError(f"patient row {bad[0]} is empty; every tumour needs a patient identifier")
+    patients = np.array([str(v).strip() for v in arrays["patient"]])
+    bad = np.flatnonzero(np.isin(patients, _MISSING))
+    if bad.size:
+        raise InputError(f"patient row {int(bad[0])} is empty; every tumour needs a patient identifier")
     return dose, grades, resp, patients
 
 
