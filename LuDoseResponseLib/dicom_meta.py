@@ -504,6 +504,8 @@ def build_metadata(headers: list[Dataset], files: list[Path], layout: Layout) ->
     if values["frame_of_reference_uid"] is None and modality in ("NM", "PT", "CT"):
         warnings.append(f"{name}: {label('FrameOfReferenceUID')} is missing; registration to the CT cannot be "
                         "checked")
+    if values["series_uid"] is None:
+        warnings.append(f"{name}: {label('SeriesInstanceUID')} is missing; the file is read as a series on its own")
     if values["patient_id"] is None:
         warnings.append(f"{name}: {label('PatientID')} is missing")
 

@@ -117,11 +117,8 @@ def scan(path: str | os.PathLike) -> list[DicomSeries]:
         if ds is None:
             skipped += 1
             continue
-        uid = get_str(ds, "SeriesInstanceUID")
-        if uid is None:
-            log.warning("%s: %s is missing; file skipped", file, label("SeriesInstanceUID"))
-            skipped += 1
-            continue
+        # without a SeriesInstanceUID a file cannot be grouped safely: it is a series on its own
+        uid = get_str(ds, "SeriesInstanceUID") or f"(no SeriesInstanceUID) {file}"
         groups.setdefault(uid, []).append((file, ds))
     if not groups:
         what = "is not a DICOM image file" if root.is_file() else f"holds no DICOM image ({skipped} files skipped)"

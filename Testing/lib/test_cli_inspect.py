@@ -170,3 +170,46 @@ def test_an_uninterpretable_header_names_the_file(tmp_path, capsys, monkeypatch)
     assert main(["inspect", str(path)]) == 2
     err = capsys.readouterr().err
     assert "weird.dcm: the header cannot be interpreted (TypeError: unforeseen)" in err
+
+
+def _attribute_paths(ds, prefix=()):
+    """Every attribute of a data set, nested ones as (sequence keyword, item index, ..., tag)."""
+    for elem in ds:
+        if elem.tag == 0x7FE00010:  # keep PixelData
+            continue
+        yield prefix + (elem.tag,)
+        if elem.VR == "SQ":
+            for n, item in enumerate(elem.value):
+                yield from _attribute_paths(item, prefix + (elem.tag, n))
+
+
+@pytest.mark.parametrize("layout", ["siemens", "ge", "philips"])
+def test_deleting_any_attribute_never_crashes(tmp_path, layout):
+    """Held-out files will lack things we did not foresee: whatever one attribute is missing, inspect
+    and read_volume either succeed or raise the library's error naming the file."""
+    from copy import deepcopy
+
+    from LuDoseResponseLib import dicom
+    from LuDoseResponseLib.errors import LuDoseResponseError
+
+    make = {"siemens": siemens_xspect_like, "ge": ge_counts_like, "philips": philips_like}[layout]
+    base = make(VOL.astype(np.uint16))
+    cases = 0
+    for path in _attribute_paths(base):
+        ds = deepcopy(base)
+        parent = ds
+        for step in path[:-1]:
+            parent = parent[step] if isinstance(step, int) else parent[step].value
+        del parent[path[-1]]
+        try:
+            file = save(ds, tmp_path / f"case{cases}.dcm")
+        except AttributeError:  # pydicom cannot even write it (e.g. no BitsAllocated for the pixel VR)
+            continue
+        cases += 1
+        for action in (lambda f=file: json.dumps([m.to_dict() for m in dicom.inspect(f)], allow_nan=False),
+                       lambda f=file: dicom.read_volume(f)):
+            try:
+                action()
+            except LuDoseResponseError as exc:
+                assert file.name in str(exc), (path, str(exc))
+    assert cases > 50
