@@ -389,6 +389,12 @@ def _aicc(wrss: float, n: int, k_params: int, absolute_sigma: bool) -> float | N
     return base + 2 * k + 2 * k * (k + 1) / (n - k - 1)
 
 
+def _misfit(fit: _Fit, n: int) -> bool:
+    """χ² lack of fit at p < 1e-3 (known σ only)."""
+    dof = n - fit.n_free
+    return dof > 0 and float(chi2.sf(fit.wrss, dof)) < 1e-3
+
+
 def _aic(wrss: float, n: int, k_params: int, absolute_sigma: bool) -> float:
     """AIC without the small-sample term (same K and likelihood as :func:`_aicc`)."""
     k = k_params if absolute_sigma else k_params + 1
@@ -527,10 +533,19 @@ def _fit_integral(t, y, sd, model, tail, lam_phys, what) -> TimeIntegral:
             notes[name] = f"too few samples for AICc ({n})"
     if model == "auto":
         supported = [m for m in MODELS if aicc.get(m) is not None]
-        if supported:
-            best = min(supported, key=lambda m: (aicc[m], MODELS.index(m)))
-            selected_by = "AICc"
-        else:
+        best = min(supported, key=lambda m: (aicc[m], MODELS.index(m))) if supported else None
+        selected_by = "AICc"
+        if best is not None and absolute and _misfit(fits[best], n):
+            # the models AICc can judge do not describe the data within values_sd (e.g. a mono-exponential
+            # through an uptake): compare every determined model with a residual dof by AIC instead
+            wider = [m for m in MODELS if m in fits and not fits[m].degenerate and n > len(_MODELS[m].param_names)]
+            aic = {m: _aic(fits[m].wrss, n, len(_MODELS[m].param_names), absolute) for m in wider}
+            alt = min(wider, key=lambda m: (aic[m], MODELS.index(m)))
+            if alt != best and not _misfit(fits[alt], n):
+                warnings.append(f"{what}: the {best} model does not fit within values_sd; chose {alt} by AIC "
+                                f"among {', '.join(wider)} ({n} samples are too few for its AICc)")
+                best, selected_by = alt, "AIC (AICc choice misfits)"
+        if best is None:
             ok = [m for m in MODELS if m in fits and not fits[m].degenerate and n > len(_MODELS[m].param_names)]
             if ok:
                 aic = {m: _aic(fits[m].wrss, n, len(_MODELS[m].param_names), absolute) for m in ok}
@@ -557,12 +572,10 @@ def _fit_integral(t, y, sd, model, tail, lam_phys, what) -> TimeIntegral:
     fit = fits[best]
     m = _MODELS[best]
     dof = n - fit.n_free
-    if absolute and dof > 0:
-        p_fit = float(chi2.sf(fit.wrss, dof))
-        if p_fit < 1e-3:
-            warnings.append(f"{what}: the {best} model does not describe the samples within values_sd "
-                            f"(χ² = {fit.wrss:.3g} on {dof} degrees of freedom, p = {p_fit:.1e}); "
-                            "consider another model or method='trapezoid'")
+    if absolute and _misfit(fit, n):
+        warnings.append(f"{what}: the {best} model does not describe the samples within values_sd "
+                        f"(χ² = {fit.wrss:.3g} on {dof} degrees of freedom, p = {float(chi2.sf(fit.wrss, dof)):.1e}); "
+                        "consider another model or method='trapezoid'")
     if fit.undetermined:
         raise ModelFitError(f"{what}: the {best} model is not determined by these samples ({fit.degenerate}); a "
                             "phase that only one sample sees has no defined integral. Use a model with fewer "

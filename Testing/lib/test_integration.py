@@ -96,6 +96,21 @@ def test_uptake_washout_typical_sampling_explicit_and_auto():
     assert any("capped" in w for w in mono.warnings)
 
 
+def test_auto_with_values_sd_does_not_keep_a_misfitting_mono():
+    """Four noisy uptake samples with known σ: AICc can judge only the mono-exponential, which misfits
+    (χ²); auto then compares by AIC and takes uptake–washout, whose SD covers the truth (200 seeds)."""
+    c, lw, lu = 2.0, lam_eff(100.0), math.log(2) / 3.0
+    y = c * (np.exp(-lw * T_TYPICAL) - np.exp(-lu * T_TYPICAL))
+    truth = c * (1 / lw - 1 / lu)
+    z = []
+    for seed in range(200):
+        yn = y * (1 + 0.02 * np.random.default_rng(seed).standard_normal(4))
+        r = time_integral(T_TYPICAL, yn, values_sd=0.02 * yn)
+        assert r.model == "uptake-washout"
+        z.append((r.value - truth) / r.sd)
+    assert 0.92 <= np.mean(np.abs(z) <= 2) <= 0.99
+
+
 T_DENSE = np.array([0.0, 1.0, 4.0, 12.0, 24.0, 48.0, 72.0, 96.0, 168.0])
 
 
