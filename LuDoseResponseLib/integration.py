@@ -449,7 +449,13 @@ def time_integral(times_h, values, model: str = "auto", method: str = "fit", tai
     ``auto`` fits every model and keeps the lowest AICc among those whose AICc is defined
     (n − K − 1 > 0) and whose parameters are determined; ties go to the simpler model. With too
     few samples for any AICc (four samples without ``values_sd``), it compares the models that
-    keep a residual degree of freedom by AIC instead, and says so in ``warnings``.
+    keep a residual degree of freedom by AIC instead, and says so in ``warnings``; it does the same
+    when, with ``values_sd``, the AICc choice misfits (χ² p < 1e-3) and another model does not.
+    An explicit model that the samples do not determine (a phase seen by one sample) raises
+    ModelFitError rather than returning an arbitrary integral.
+
+    ``diagnostics["k95"]``: value ± k95·sd is a 95 % interval (1.96 with ``values_sd``; Student t
+    with n − p degrees of freedom when σ is estimated from the residuals).
     """
     model = _MODEL_ALIASES.get(str(model).strip().lower(), model)
     method = _METHOD_ALIASES.get(str(method).strip().lower(), method)
