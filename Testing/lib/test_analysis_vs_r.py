@@ -202,9 +202,25 @@ def _tcp_compare(o: dict, r: dict, what: str):
         np.testing.assert_allclose(c["se_eta"], cr["se_eta"], rtol=1e-3, err_msg=f"{what} {g} se_eta curve")
 
 
+# glmer refitted with tolPwrss = 1e-14 (Testing/data/stats/glmm_tight_pirls.R). lme4's default PIRLS stops at
+# a 1e-7 relative change, so its Laplace objective is slightly off the exact Laplace approximation when theta
+# is large; where the default and tight R fits differ by > 1e-6 in -2logLik, the tight fit is the target.
+GLMM_TIGHT = json.loads((Path(__file__).resolve().parents[1] / "data" / "stats" / "glmm_tight_pirls.json"
+                         ).read_text())["datasets"]
+
+
+def _laplace_target(name: str, default: dict) -> dict:
+    if "error" in default:
+        return default
+    tight = GLMM_TIGHT[name]["common_intercept"]["laplace"]
+    if abs(default["minus2logLik"] - tight["minus2logLik"]) > 1e-6:
+        return tight | {"suspect": default["suspect"], "suspect_reasons": default["suspect_reasons"]}
+    return default
+
+
 def test_tcp_laplace_matches_glmer(pair):
     name, ours, ref = pair
-    r = ref["glmm_tcp"]["common_intercept"]["laplace"]
+    r = _laplace_target(name, ref["glmm_tcp"]["common_intercept"]["laplace"])
     o = ours["tcp"]
     what = f"{name} tcp (Laplace)"
     assert o.get("method", "laplace") == "laplace" if "error" not in o else True
