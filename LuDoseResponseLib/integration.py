@@ -826,7 +826,7 @@ def tumour_cycle_dose(times_h, dose_rate_maps: Sequence, mask, *, what: str = "t
     return time_integral(times_h, rates, what=what, **kwargs)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)   # holds arrays/images: compare by identity
 class VoxelwiseIntegral:
     """Voxel-wise time integrals (value·h per voxel, e.g. a dose map in Gy from dose-rate maps in Gy/h).
 

@@ -52,7 +52,7 @@ class SegmentInfo:
     label_value: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)   # holds arrays/images: compare by identity
 class Segmentation:
     """A label image (3-D; a vector image for several layers) with named segments."""
 
