@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import statistics
 import subprocess
@@ -77,6 +78,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
+    logging.disable(logging.WARNING)  # model warnings (singular fits, ...) are not what is measured here
     cohorts = {
         "paper-like (32 patients)": (generate_cohort(seed=7), "paper_like_s1202"),
         "large (200 patients)": (generate_cohort(seed=201, spec=SyntheticCohortSpec(n_patients=200)), "large_s201"),
