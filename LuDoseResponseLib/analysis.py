@@ -7,7 +7,10 @@ Warfvinge et al., J Nucl Med 2024;65:1070, "Statistical Analysis":
 - TCP: logistic GLMM ``responder ~ dose_gy + dose_gy:grade + (1|patient)`` (Fig. 3);
 - ROC of dose per grade with a bootstrap CI and Youden thresholds;
 - dose–response: ``nlme(dv ~ A(1 − exp(−D/s)), random = A ~ 1|patient)`` (Fig. 4);
-- exploratory: ``lmer(dv ~ (V0 > 30 cm³) + (1|patient))`` per grade (Fig. 5).
+- exploratory: ``lmer(dv ~ (V0 > 30 cm³) + (1|patient))`` per grade (Fig. 5);
+- complementary (when the table has ``dose_all_cycles_gy`` / ``activity_all_cycles_gbq``): the
+  response-group comparison with dose and activity over all delivered cycles
+  (``response_groups_all_cycles``, an extension of the contract).
 
 The exploratory baseline-volume analysis uses every tumour, including those below the
 baseline-volume cut-off, as the paper did ("the 4 cm³ volume cutoff was not required, and
@@ -89,9 +92,12 @@ class AnalysisResult:
     roc: dict
     dose_response: dict
     baseline_volume: dict
+    response_groups_all_cycles: dict | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict:
+        extra = {} if self.response_groups_all_cycles is None else {
+            "response_groups_all_cycles": self.response_groups_all_cycles}
         return json_ready({
             "schema": SCHEMA,
             "software": {"name": "LuDoseResponse", "version": __version__},
@@ -103,6 +109,7 @@ class AnalysisResult:
             "roc": self.roc,
             "dose_response": self.dose_response,
             "baseline_volume": self.baseline_volume,
+            **extra,
             "warnings": list(self.warnings),
         })
 
@@ -168,21 +175,35 @@ def _grade_rows(df, grade: str, what: str):
     return d
 
 
-def _response_groups(df, warnings: list[str]) -> dict:
+def _response_groups(df, warnings: list[str], variables=(("dose_gy", "dose_gy"), ("activity_gbq", "activity_gbq")),
+                     block: str = "response_groups") -> dict:
+    """``lmer(y ~ responder + (1|patient))`` per grade for each (key, column) in ``variables``."""
     from LuDoseResponseLib.stats.lmm import fit_two_group_lmm
 
     out = {}
     for g in GRADES:
-        block = {}
-        for var in ("dose_gy", "activity_gbq"):
-            def fit(g=g, var=var):
+        per_grade = {}
+        for key, column in variables:
+            def fit(g=g, column=column):
                 d = _grade_rows(df, g, "the responder-group comparison")
-                res = fit_two_group_lmm(d[var].to_numpy(float), d["responder"].to_numpy(int),
-                                        d["patient"].to_numpy(str), levels=(0, 1))
+                res = fit_two_group_lmm(d[column].to_numpy(float), d["responder"].to_numpy(int),
+                                        d["patient"].to_numpy(str), levels=(0, 1), y_name=column)
                 return res.to_response_groups_block()
-            block[var] = _run_block(f"response_groups.{g}.{var}", warnings, fit)
-        out[g] = block
+            per_grade[key] = _run_block(f"{block}.{g}.{key}", warnings, fit)
+        out[g] = per_grade
     return out
+
+
+ALL_CYCLES_COLUMNS = (("dose_gy", "dose_all_cycles_gy"), ("activity_gbq", "activity_all_cycles_gbq"))
+
+
+def _response_groups_all_cycles(df, warnings: list[str]) -> dict | None:
+    """The paper's complementary analysis: dose and activity summed over all delivered cycles
+    (instead of until best response), when the cohort table carries those columns."""
+    present = tuple((k, c) for k, c in ALL_CYCLES_COLUMNS if c in df.columns and df[c].notna().all())
+    if not present:
+        return None
+    return _response_groups(df, warnings, present, block="response_groups_all_cycles")
 
 
 def _baseline_volume(df_all, settings: AnalysisSettings, warnings: list[str]) -> dict:
@@ -250,19 +271,23 @@ def analyze_cohort(cohort: Cohort, settings: AnalysisSettings | None = None) -> 
                          "load it with the same responder_threshold and min_baseline_volume_cm3")
     warnings: list[str] = list(cohort.warnings)
     df = cohort.included
-    df_all = cohort.table
     log.info("analysing %d tumours (%d excluded) from %s", len(df), cohort.n_excluded, cohort.source)
-
-    result = AnalysisResult(
+    response_groups = _response_groups(df, warnings)
+    all_cycles = _response_groups_all_cycles(df, warnings)
+    tcp = _run_block("tcp", warnings, lambda: _tcp(df, settings))
+    roc = _roc(df, settings, warnings)
+    dose_response = _dose_response(df, settings, warnings)
+    baseline_volume = _baseline_volume(cohort.table, settings, warnings)
+    return AnalysisResult(
         input={"path": cohort.source, "sha256": cohort.sha256, "n_rows": cohort.n_rows,
                "n_excluded": cohort.n_excluded},
         settings=settings.to_dict(),
         summary=_summary(df),
-        response_groups=_response_groups(df, warnings),
-        tcp=_run_block("tcp", warnings, lambda: _tcp(df, settings)),
-        roc=_roc(df, settings, warnings),
-        dose_response=_dose_response(df, settings, warnings),
-        baseline_volume=_baseline_volume(df_all, settings, warnings),
+        response_groups=response_groups,
+        tcp=tcp,
+        roc=roc,
+        dose_response=dose_response,
+        baseline_volume=baseline_volume,
+        response_groups_all_cycles=all_cycles,
         warnings=tuple(warnings),
     )
-    return result

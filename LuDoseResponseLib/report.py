@@ -201,17 +201,21 @@ def _section_summary(a: dict) -> str:
     return "<h2>Cohort</h2>" + _table(["", "all", *GRADES], rows)
 
 
-def _section_response_groups(a: dict) -> str:
+def _section_response_groups(a: dict, key: str = "response_groups",
+                              title: str = "Responders vs non-responders (linear mixed model, Kenward–Roger; "
+                                           "cf. Table 2)") -> str:
+    if key not in a:
+        return ""
     rows = []
     for g in GRADES:
         for var in ("dose_gy", "activity_gbq"):
-            b = a.get("response_groups", {}).get(g, {}).get(var, {})
+            b = a.get(key, {}).get(g, {}).get(var, {})
             if "error" in b or not b:
                 rows.append([g, var, b.get("error", "not computed"), None, None, None, None, None])
                 continue
             rows.append([g, var, b.get("mean_nonresponder"), b.get("se_nonresponder"), b.get("mean_responder"),
                          b.get("se_responder"), b.get("p_value"), b.get("singular")])
-    return ("<h2>Responders vs non-responders (linear mixed model, Kenward–Roger; cf. Table 2)</h2>"
+    return (f"<h2>{html.escape(title)}</h2>"
             + _table(["grade", "variable", "mean NR", "SE NR", "mean R", "SE R", "p (KR)", "singular"], rows))
 
 
@@ -306,7 +310,10 @@ def write_report_html(analysis: dict, figure_paths: list[Path], out_dir: str | P
         f"{inp.get('n_excluded')} excluded. {html.escape(sw.get('name', ''))} {html.escape(sw.get('version', ''))}, "
         f"schema {html.escape(str(analysis.get('schema', '')))}.</p>",
         f"<p>Settings: {html.escape(str(analysis.get('settings', {})))}</p>",
-        _section_summary(analysis), _section_response_groups(analysis), _section_tcp(analysis),
+        _section_summary(analysis), _section_response_groups(analysis),
+        _section_response_groups(analysis, "response_groups_all_cycles",
+                                 "Complementary: dose and activity over all delivered cycles"),
+        _section_tcp(analysis),
         _section_roc(analysis), _section_dose_response(analysis), _section_baseline_volume(analysis),
         "<h2>Warnings</h2>" + (_warnings(analysis) or "<p>none</p>"),
         "<h2>Figures</h2>" + figs,

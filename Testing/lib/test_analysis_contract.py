@@ -150,3 +150,19 @@ def test_report_command_rebuilds_report(demo_dir):
 def test_report_command_on_missing_folder_is_a_clear_error(tmp_path, capsys):
     assert cli_main(["report", str(tmp_path)]) == 2
     assert "analysis.json not found" in capsys.readouterr().err
+
+
+def test_all_cycles_block_is_the_response_group_analysis_of_the_all_cycles_columns(demo_dir, tmp_path):
+    """The complementary all-cycles analysis must be exactly the main analysis run on a table whose
+    dose/activity columns are the all-cycles ones (an identity of definitions, not a stored output)."""
+    a = json.loads((demo_dir / "analysis.json").read_text())
+    cohort = pd.read_csv(demo_dir / "cohort.csv")
+    assert (cohort["dose_all_cycles_gy"] >= cohort["dose_gy"]).all()
+    swapped = cohort.drop(columns=["dose_gy", "activity_gbq"]).rename(
+        columns={"dose_all_cycles_gy": "dose_gy", "activity_all_cycles_gbq": "activity_gbq"})
+    csv = tmp_path / "swapped.csv"
+    swapped.to_csv(csv, index=False)
+    assert cli_main(["-q", "analyze", str(csv), "--out", str(tmp_path / "o"), "--bootstrap", "0"]) == 0
+    b = json.loads((tmp_path / "o" / "analysis.json").read_text())
+    assert "response_groups_all_cycles" not in b
+    assert a["response_groups_all_cycles"] == b["response_groups"]
