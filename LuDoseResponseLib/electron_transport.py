@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -313,95 +312,117 @@ def _sample_moller(energy: np.ndarray, cutoff: float, rng: np.random.Generator) 
     return out
 
 
+@dataclass(frozen=True)
+class TransportTally:
+    """Energy (Σ weight·MeV) per radial shell, beyond the last shell, and Σ z·weight·MeV (cm·MeV)."""
+
+    shell_mev: np.ndarray
+    beyond_mev: float
+    z_moment_mev_cm: float
+
+
+TRANSPORT_MODES = ("full", "csda", "scatter")
+
+
 def transport_electrons(energy_mev: np.ndarray, weight: np.ndarray, edges_cm: np.ndarray, *,
                         seed: int, mode: str = "full", step_fraction: float = 0.05,
-                        cutoff_mev: float = DEFAULT_CUTOFF_MEV,
-                        progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, float]:
-    """Transport electrons from the origin (isotropic) in water; tally energy in radial shells.
+                        cutoff_mev: float = DEFAULT_CUTOFF_MEV, pencil_beam: bool = False) -> TransportTally:
+    """Transport electrons from the origin in water; tally the energy they deposit in radial shells.
 
-    ``mode``: "full" (multiple scattering, straggling, δ-rays) or "csda" (straight ahead, continuous
-    slowing down with the unrestricted stopping power: the classical upper bound on penetration).
-    Returns (energy per shell, energy beyond the last edge), each Σ weight·MeV.
+    ``mode``: "full" (multiple scattering, straggling, δ-rays); "csda" (straight ahead, continuous
+    slowing down with the unrestricted stopping power: the classical upper bound on penetration);
+    "scatter" (multiple scattering with CSDA energy loss: the case Lewis' moments solve exactly).
+    Electrons start isotropic, or along +z with ``pencil_beam``.
     """
-    if mode not in ("full", "csda"):
-        raise PhysicsError(f"transport mode must be 'full' or 'csda', got {mode!r}")
+    if mode not in TRANSPORT_MODES:
+        raise PhysicsError(f"transport mode must be one of {TRANSPORT_MODES}, got {mode!r}")
     rng = np.random.default_rng(seed)
     tab = _tables(cutoff_mev)
     full = mode == "full"
+    scatter = mode in ("full", "scatter")
     range_tab = tab.range_restricted if full else tab.range_total
     r_cut = float(np.interp(math.log(cutoff_mev), tab.ln_e, range_tab))
     mean_tab, ln_a_tab = _wentzel_mean_table()
+    ln0, dln = tab.ln_e[0], tab.ln_e[1] - tab.ln_e[0]
+
+    def lookup(ln_e, table):      # linear interpolation on the uniform ln E grid
+        x = np.clip((ln_e - ln0) / dln, 0.0, table.size - 1.000001)
+        i = x.astype(np.int64)
+        f = x - i
+        return table[i] * (1.0 - f) + table[i + 1] * f
+
     n_bins = edges_cm.size - 1
     tally = np.zeros(n_bins + 1)
+    z_moment = [0.0]
 
     def deposit(pos, de):
         r = np.sqrt(np.einsum("ij,ij->i", pos, pos))
         idx = np.searchsorted(edges_cm, r, side="right") - 1
         idx = np.where((idx < 0) | (idx >= n_bins), n_bins, idx)
         tally[:] += np.bincount(idx, weights=de, minlength=n_bins + 1)
+        z_moment[0] += float(np.dot(pos[:, 2], de))
 
     # Electrons below the cut-off are absorbed where they start.
     e0 = np.asarray(energy_mev, dtype=float)
     w0 = np.asarray(weight, dtype=float)
     local = e0 <= cutoff_mev
     tally[0] += float(np.sum(e0[local] * w0[local]))
-    stack = [(np.zeros((int((~local).sum()), 3)), _isotropic(int((~local).sum()), rng), e0[~local], w0[~local])]
-    n_start = max(int((~local).sum()), 1)
-    done_primaries = False
-    while stack:
-        pos, d, e, w = stack.pop()
-        while e.size:
-            ln_e = np.log(e)
-            rng_now = np.interp(ln_e, tab.ln_e, range_tab)
-            s_end = rng_now - r_cut
-            s = np.minimum(step_fraction * rng_now, s_end)
-            if full:
-                s_hard = -np.interp(ln_e, tab.ln_e, tab.hard_mfp) * np.log1p(-rng.random(e.size))
-                hard = s_hard < s
-                s = np.where(hard, s_hard, s)
-            else:
-                hard = np.zeros(e.size, dtype=bool)
-            ends = (~hard) & (s >= s_end)
-            e1 = np.exp(np.interp(rng_now - s, range_tab, tab.ln_e))
-            de = e - e1
-            if full:
-                sd = np.sqrt(np.interp(ln_e, tab.ln_e, tab.straggle_var) * s)
-                de = np.clip(de + sd * rng.standard_normal(e.size), 0.0, e)
-                e1 = e - de
-                ends |= e1 <= cutoff_mev
-                hard &= (~ends) & (e1 > 2.0 * cutoff_mev)
-            hinge = rng.random(e.size)
-            pos_h = pos + (hinge * s)[:, None] * d
-            if full:
-                lam1 = np.interp(np.log(np.maximum(0.5 * (e + e1), _GRID_MIN_MEV)), tab.ln_e, tab.lambda1)
-                mean_u = np.clip(-np.expm1(-s / lam1), 1e-14, 1.0 - 1e-12)
-                a = np.exp(np.interp(mean_u, mean_tab, ln_a_tab))
-                xi = rng.random(e.size)
-                cos_t = 1.0 - 2.0 * a * xi / (1.0 + a - xi)
-                d = _rotate(d, cos_t, 2.0 * math.pi * rng.random(e.size))
-            pos = pos_h + ((1.0 - hinge) * s)[:, None] * d
-            # Continuous loss at the hinge; a particle that stops leaves its rest energy at the end point.
-            deposit(pos_h, de * w)
-            deposit(pos[ends], e1[ends] * w[ends])
-            e = e1
-            if np.any(hard):
-                ih = np.flatnonzero(hard)
-                eh = e[ih]
-                wt = _sample_moller(eh, cutoff_mev, rng)
-                phi = 2.0 * math.pi * rng.random(ih.size)
-                ep = eh - wt
-                cos_p = np.sqrt(ep * (eh + 2 * ME_C2_MEV) / (eh * (ep + 2 * ME_C2_MEV)))
-                cos_s = np.sqrt(wt * (eh + 2 * ME_C2_MEV) / (eh * (wt + 2 * ME_C2_MEV)))
-                d_sec = _rotate(d[ih], np.minimum(cos_s, 1.0), phi + math.pi)
-                d[ih] = _rotate(d[ih], np.minimum(cos_p, 1.0), phi)
-                e[ih] = ep
-                stack.append((pos[ih].copy(), d_sec, wt, w[ih].copy()))
-            keep = ~ends
+    n_start = int((~local).sum())
+    d = np.tile([0.0, 0.0, 1.0], (n_start, 1)) if pencil_beam else _isotropic(n_start, rng)
+    pos, e, w = np.zeros((n_start, 3)), e0[~local], w0[~local]
+    # δ-rays join the active set, so every step works on one array of all moving electrons.
+    while e.size:
+        ln_e = np.log(e)
+        rng_now = lookup(ln_e, range_tab)
+        s_end = rng_now - r_cut
+        s = np.minimum(step_fraction * rng_now, s_end)
+        if full:
+            s_hard = -lookup(ln_e, tab.hard_mfp) * np.log1p(-rng.random(e.size))
+            hard = s_hard < s
+            s = np.where(hard, s_hard, s)
+        else:
+            hard = np.zeros(e.size, dtype=bool)
+        ends = (~hard) & (s >= s_end)
+        e1 = np.exp(np.interp(rng_now - s, range_tab, tab.ln_e))
+        de = e - e1
+        if full:
+            sd = np.sqrt(lookup(ln_e, tab.straggle_var) * s)
+            de = np.clip(de + sd * rng.standard_normal(e.size), 0.0, e)
+            e1 = e - de
+            ends |= e1 <= cutoff_mev
+            hard &= (~ends) & (e1 > 2.0 * cutoff_mev)
+        hinge = rng.random(e.size)
+        pos_h = pos + (hinge * s)[:, None] * d
+        if scatter:
+            lam1 = lookup(np.log(np.maximum(0.5 * (e + e1), _GRID_MIN_MEV)), tab.lambda1)
+            mean_u = np.clip(-np.expm1(-s / lam1), 1e-14, 1.0 - 1e-12)
+            a = np.exp(np.interp(mean_u, mean_tab, ln_a_tab))
+            xi = rng.random(e.size)
+            cos_t = 1.0 - 2.0 * a * xi / (1.0 + a - xi)
+            d = _rotate(d, cos_t, 2.0 * math.pi * rng.random(e.size))
+        pos = pos_h + ((1.0 - hinge) * s)[:, None] * d
+        # Continuous loss at the hinge; a particle that stops leaves its rest energy at the end point.
+        deposit(np.concatenate([pos_h, pos[ends]]), np.concatenate([de * w, e1[ends] * w[ends]]))
+        e = e1
+        keep = ~ends
+        if np.any(hard):
+            ih = np.flatnonzero(hard)
+            eh = e[ih]
+            wt = _sample_moller(eh, cutoff_mev, rng)
+            phi = 2.0 * math.pi * rng.random(ih.size)
+            ep = eh - wt
+            cos_p = np.sqrt(ep * (eh + 2 * ME_C2_MEV) / (eh * (ep + 2 * ME_C2_MEV)))
+            cos_s = np.sqrt(wt * (eh + 2 * ME_C2_MEV) / (eh * (wt + 2 * ME_C2_MEV)))
+            d_sec = _rotate(d[ih], np.minimum(cos_s, 1.0), phi + math.pi)
+            d[ih] = _rotate(d[ih], np.minimum(cos_p, 1.0), phi)
+            e[ih] = ep
+            pos = np.concatenate([pos[keep], pos[ih]])
+            d = np.concatenate([d[keep], d_sec])
+            e = np.concatenate([e[keep], wt])
+            w = np.concatenate([w[keep], w[ih]])
+        else:
             pos, d, e, w = pos[keep], d[keep], e[keep], w[keep]
-            if progress is not None and not done_primaries:
-                progress(1.0 - e.size / n_start)
-        done_primaries = True
-    return tally[:n_bins], float(tally[n_bins])
+    return TransportTally(shell_mev=tally[:n_bins], beyond_mev=float(tally[n_bins]), z_moment_mev_cm=z_moment[0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -470,7 +491,7 @@ def electron_energy_per_decay_mev(include_conversion: bool = True, include_auger
     return total
 
 
-def lu177_electron_dpk(n_histories: int = 100_000, seed: int = 177, mode: str = "full",
+def lu177_electron_dpk(n_histories: int = 200_000, seed: int = 177, mode: str = "full",
                        include_conversion: bool = True, include_auger: bool = True,
                        bin_width_cm: float = 5.0e-4, r_max_cm: float = 0.3,
                        step_fraction: float = 0.05) -> RadialEnergyProfile:
@@ -496,11 +517,12 @@ def _electron_dpk_cached(n_histories: int, seed: int, mode: str, include_convers
     tally = np.zeros(edges.size - 1)
     beyond = 0.0
     order = np.random.default_rng(seed).permutation(energies.size)
-    for k, chunk in enumerate(np.array_split(order, max(1, energies.size // 50_000))):
-        t, b = transport_electrons(energies[chunk], weights[chunk], edges, seed=seed * 1000 + k, mode=mode,
-                                   step_fraction=step_fraction)
-        tally += t
-        beyond += b
+    chunks = np.array_split(order, max(1, energies.size // 50_000))
+    for k, chunk in enumerate(chunks):
+        t = transport_electrons(energies[chunk], weights[chunk], edges, seed=seed * 1000 + k, mode=mode,
+                                step_fraction=step_fraction)
+        tally += t.shell_mev
+        beyond += t.beyond_mev
     tally[0] += local
     raw_total = float(tally.sum() + beyond)
     target = electron_energy_per_decay_mev(include_conversion, include_auger)

@@ -31,6 +31,7 @@ External kernels (Lanconelli et al. 2012 text tables, raw 3-D arrays) load as :c
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -59,7 +60,7 @@ _MAX_DEFAULT_PHOTON_HALF_WIDTH = 64
 UNIT = "mGy/(MBq·s)"
 # MeV per g per decay → mGy/(MBq·s): J/MeV · 1000 g/kg · 1e6 decays/(MBq·s) · 1000 mGy/Gy
 MEV_PER_G_TO_MGY_PER_MBQ_S = MEV_TO_J * 1e3 * 1e6 * 1e3
-_DPK_HISTORIES = 100_000
+_DPK_HISTORIES = 200_000
 _DPK_SEED = 177
 _SPLAT_POINTS_PER_AREA = 8.0      # points per h_min² of sphere area
 _SPLAT_MIN_POINTS = 256
@@ -226,20 +227,19 @@ def _far_field(point_density: Callable[[np.ndarray], np.ndarray], voxel_cm, half
 
 
 def symmetrize(kernel_zyx: np.ndarray, voxel_size_xyz: tuple[float, float, float]) -> np.ndarray:
-    """Average over the mirror images and over swaps of axes with equal voxel sides."""
+    """Average over the mirror images and over the permutations of axes with equal voxel sides."""
     k = kernel_zyx
     k = 0.5 * (k + k[::-1, :, :])
     k = 0.5 * (k + k[:, ::-1, :])
     k = 0.5 * (k + k[:, :, ::-1])
-    hx, hy, hz = voxel_size_xyz
-    same = lambda a, b: abs(a - b) <= 1e-9 * max(a, b)   # noqa: E731
-    if same(hx, hy) and k.shape[1] == k.shape[2]:
-        k = 0.5 * (k + k.transpose(0, 2, 1))
-    if same(hx, hz) and k.shape[0] == k.shape[2]:
-        k = 0.5 * (k + k.transpose(2, 1, 0))
-    if same(hy, hz) and k.shape[0] == k.shape[1]:
-        k = 0.5 * (k + k.transpose(1, 0, 2))
-    return k
+    sides_zyx = tuple(reversed(voxel_size_xyz))
+
+    def same(a, b):
+        return abs(a - b) <= 1e-9 * max(a, b)
+
+    perms = [p for p in itertools.permutations(range(3))
+             if all(same(sides_zyx[p[i]], sides_zyx[i]) and k.shape[p[i]] == k.shape[i] for i in range(3))]
+    return sum(k.transpose(p) for p in perms) / len(perms)
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,15 +273,19 @@ def _half_widths(voxel_mm, reach_mm: float) -> tuple[int, int, int]:
 def compute_lu177_kernel_parts(voxel_size_mm, *, density_g_per_cm3: float = 1.0,
                                photon_radius_mm: float = DEFAULT_PHOTON_RADIUS_MM,
                                n_histories: int = _DPK_HISTORIES, seed: int = _DPK_SEED,
-                               points_per_area: float = _SPLAT_POINTS_PER_AREA,
+                               points_per_area: float = _SPLAT_POINTS_PER_AREA, include_conversion: bool = True,
                                progress: Callable[[float], None] | None = None) -> KernelParts:
-    """Compute (no cache) the electron and photon kernels for one voxel size. See the module doc."""
+    """Compute (no cache) the electron and photon kernels for one voxel size. See the module doc.
+
+    ``include_conversion=False`` drops the conversion electrons (only to compare with kernels that
+    lack them, such as Lanconelli et al. 2012's).
+    """
     vox_mm = voxel_size_xyz_mm(voxel_size_mm)
     rho = _check_density(density_g_per_cm3)
     if not (math.isfinite(photon_radius_mm) and photon_radius_mm >= 0):
         raise PhysicsError(f"photon_radius_mm must be ≥ 0 and finite, got {photon_radius_mm!r}")
     h_cm = tuple(v / 10.0 for v in vox_mm)
-    dpk = lu177_electron_dpk(n_histories=n_histories, seed=seed)
+    dpk = lu177_electron_dpk(n_histories=n_histories, seed=seed, include_conversion=include_conversion)
     if progress:
         progress(0.4)
     # Density scaling: radii shrink by 1/ρ, the energy per shell is unchanged.
@@ -325,7 +329,7 @@ def compute_lu177_kernel_parts(voxel_size_mm, *, density_g_per_cm3: float = 1.0,
     photon = symmetrize(photon_e, vox_mm) / mass_g * MEV_PER_G_TO_MGY_PER_MBQ_S
     meta = {"model": KERNEL_MODEL_VERSION, "voxel_size_mm_xyz": list(vox_mm), "density_g_per_cm3": rho,
             "photon_radius_mm": float(photon_radius_mm), "unit": UNIT, "n_histories": int(n_histories),
-            "seed": int(seed), "points_per_area": float(points_per_area),
+            "seed": int(seed), "points_per_area": float(points_per_area), "conversion_electrons": include_conversion,
             "dpk_raw_total_mev": dpk.raw_total_mev, "electron_energy_mev": float(electron_e.sum()),
             "photon_energy_in_box_mev": float(photon_e.sum())}
     if progress:

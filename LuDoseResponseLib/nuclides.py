@@ -64,6 +64,18 @@ class Nuclide:
         """γ + X-ray energy per decay (MeV)."""
         return float(sum(e * y for e, y in self.gamma) + sum(e * y for e, y in self.xray))
 
+    @property
+    def beta_spectrum_yield(self) -> float:
+        """β⁻ particles per decay: ∫ dN/dE dE of the tabulated spectrum (trapezoid)."""
+        s = self.beta_spectrum
+        return float(np.trapezoid(s[:, 1], s[:, 0]))
+
+    @property
+    def beta_spectrum_mean_mev(self) -> float:
+        """Mean β⁻ energy of the tabulated spectrum, ∫E dN / ∫dN (MeV); ICRP-107 gives 0.13335."""
+        s = self.beta_spectrum
+        return float(np.trapezoid(s[:, 0] * s[:, 1], s[:, 0]) / np.trapezoid(s[:, 1], s[:, 0]))
+
 
 def _pairs(rows) -> tuple[tuple[float, float], ...]:
     return tuple((float(e), float(y)) for e, y in rows)
