@@ -10,13 +10,16 @@ with an odd-sized kernel centred on its middle voxel), computed without wrap-aro
 - The kernel spectrum is computed once per grid and kept (float32 or float64). For a
   mirror-symmetric kernel it is real and even, so only the quarter k_z ≤ P_z/2, k_y ≤ P_y/2 is kept.
 - Transforms run axis by axis on blocks: rows that are known to be zero are never transformed, and
-  the inverse transforms only produce rows inside the grid. Working memory is one complex buffer of
-  N_z × P_y × (P_x/2+1) plus blocks of ``block_bytes``.
+  the inverse transforms only produce rows inside the grid. The transforms run in place on one
+  complex buffer of P_z × P_y × (P_x/2+1); temporaries are blocks of at most ``block_bytes``
+  (default: 1/16 of the buffer, between 1 and 8 MiB). Cached convolvers keep the work buffer
+  between calls (no page faults for the next time point); :func:`clear_convolver_cache` frees it.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -25,7 +28,7 @@ import scipy.fft as sfft
 
 from LuDoseResponseLib.errors import InputError
 
-_DEFAULT_BLOCK_BYTES = 32 * 2**20
+_DEFAULT_BLOCK_BYTES = 8 * 2**20
 
 
 def default_workers() -> int:
@@ -44,7 +47,7 @@ class KernelConvolver:
     """Convolve arrays of one grid shape [z, y, x] with one kernel (odd sizes, centre = source)."""
 
     def __init__(self, kernel_zyx: np.ndarray, grid_shape_zyx: tuple[int, int, int], *, dtype=np.float32,
-                 workers: int | None = None, block_bytes: int = _DEFAULT_BLOCK_BYTES):
+                 workers: int | None = None, block_bytes: int | None = None, keep_buffer: bool = False):
         k = np.asarray(kernel_zyx, dtype=np.float64)
         if k.ndim != 3 or any(s % 2 == 0 for s in k.shape):
             raise InputError(f"kernel must be 3-D with odd sizes (source voxel at the centre), got {k.shape}")
@@ -56,7 +59,10 @@ class KernelConvolver:
         self.cdtype = np.complex64 if self.dtype == np.float32 else np.complex128
         self.shape = tuple(int(n) for n in grid_shape_zyx)
         self.workers = workers or default_workers()
-        self.block_bytes = int(block_bytes)
+        self.block_bytes = int(block_bytes) if block_bytes else 0
+        self.keep_buffer = bool(keep_buffer)
+        self._buffer: np.ndarray | None = None
+        self._lock = threading.Lock()
         # Crop the kernel where it cannot reach inside the grid.
         half = [min(s // 2, n - 1) for s, n in zip(k.shape, self.shape, strict=True)]
         cz, cy, cx = (s // 2 for s in k.shape)
@@ -86,7 +92,7 @@ class KernelConvolver:
         else:
             ny_keep, nz_keep = py, pz
             spec = np.empty((pz, py, hxn), dtype=self.cdtype)
-        step = self._rows_per_block(pz * hxn * 16)
+        step = max(1, _DEFAULT_BLOCK_BYTES // (pz * hxn * 16))
         for y0 in range(0, ny_keep, step):
             y1 = min(ny_keep, y0 + step)
             c = np.zeros((pz, y1 - y0, hxn), dtype=np.complex128)
@@ -98,9 +104,6 @@ class KernelConvolver:
     @property
     def spectrum_bytes(self) -> int:
         return int(self._spectrum.nbytes)
-
-    def _rows_per_block(self, bytes_per_row: int) -> int:
-        return max(1, self.block_bytes // max(1, bytes_per_row))
 
     def _spectrum_block(self, y0: int, y1: int) -> np.ndarray:
         if not self.symmetric:
@@ -121,40 +124,72 @@ class KernelConvolver:
         """
         if tuple(x.shape) != self.shape:
             raise InputError(f"array shape {x.shape} does not match the convolver's grid {self.shape}")
+        with self._lock:
+            return self._convolve(x, scale, transform, progress)
+
+    def _work_buffer(self) -> np.ndarray:
+        pz, py, px = self.padded
+        nz, ny, _ = self.shape
+        buf = self._buffer
+        if buf is None:
+            buf = np.zeros((pz, py, px // 2 + 1), dtype=self.cdtype)
+            if self.keep_buffer:
+                self._buffer = buf
+        else:   # reused: clear the padding that the transforms assume to be zero
+            buf[nz:] = 0
+            buf[:nz, ny:] = 0
+        return buf
+
+    def release_buffer(self) -> None:
+        """Free the kept work buffer (it is reallocated on the next call)."""
+        self._buffer = None
+
+    def _convolve(self, x, scale, transform, progress) -> np.ndarray:
         nz, ny, nx = self.shape
         pz, py, px = self.padded
         hxn = px // 2 + 1
-        buf = np.empty((nz, py, hxn), dtype=self.cdtype)
-        zstep = self._rows_per_block(py * hxn * buf.itemsize * 2)
-        for z0 in range(0, nz, zstep):
+        buf = self._work_buffer()
+        block = self._block_bytes(buf.nbytes)
+        zstep = max(1, block // (py * hxn * buf.itemsize))
+        for z0 in range(0, nz, zstep):      # x (real-to-complex) then y, only for the z-rows that hold data
             z1 = min(nz, z0 + zstep)
             blk = np.asarray(x[z0:z1], dtype=self.dtype)
             if transform is not None:
                 blk = transform(blk)
-            t = sfft.rfft(blk, n=px, axis=2, workers=self.workers)
-            buf[z0:z1] = sfft.fft(t, n=py, axis=1, workers=self.workers, overwrite_x=True)
+            buf[z0:z1, :ny, :] = sfft.rfft(blk, n=px, axis=2, workers=self.workers)
+            _in_place(sfft.fft, buf[z0:z1], 1, self.workers)
         if progress:
             progress(0.35)
-        ystep = self._rows_per_block(pz * hxn * buf.itemsize * 3)
-        for y0 in range(0, py, ystep):
+        ystep = max(1, block // (pz * hxn * buf.itemsize))
+        for y0 in range(0, py, ystep):      # z forward, kernel product, z inverse
             y1 = min(py, y0 + ystep)
-            f = sfft.fft(buf[:, y0:y1, :], n=pz, axis=0, workers=self.workers)
-            f *= self._spectrum_block(y0, y1)
-            f = sfft.ifft(f, axis=0, workers=self.workers, overwrite_x=True)
-            buf[:, y0:y1, :] = f[:nz]
+            view = buf[:, y0:y1, :]
+            _in_place(sfft.fft, view, 0, self.workers)
+            view *= self._spectrum_block(y0, y1)
+            _in_place(sfft.ifft, view, 0, self.workers)
         if progress:
             progress(0.7)
         out = np.empty(self.shape, dtype=self.dtype)
-        for z0 in range(0, nz, zstep):
+        for z0 in range(0, nz, zstep):      # y inverse, then x (complex-to-real), only inside the grid
             z1 = min(nz, z0 + zstep)
-            t = sfft.ifft(buf[z0:z1], axis=1, workers=self.workers)[:, :ny, :]
-            r = sfft.irfft(t, n=px, axis=2, workers=self.workers)[:, :, :nx]
-            if scale != 1.0:
-                r *= scale
-            out[z0:z1] = r
+            _in_place(sfft.ifft, buf[z0:z1], 1, self.workers)
+            r = sfft.irfft(buf[z0:z1, :ny, :], n=px, axis=2, workers=self.workers)
+            np.multiply(r[:, :, :nx], scale, out=out[z0:z1], casting="unsafe")
         if progress:
             progress(1.0)
         return out
+
+    def _block_bytes(self, buffer_bytes: int) -> int:
+        if self.block_bytes:
+            return self.block_bytes
+        return int(min(_DEFAULT_BLOCK_BYTES, max(2**20, buffer_bytes // 16)))
+
+
+def _in_place(fn, view: np.ndarray, axis: int, workers: int) -> None:
+    """Apply a complex FFT along ``axis`` to ``view``, in place where scipy allows it."""
+    res = fn(view, axis=axis, workers=workers, overwrite_x=True)
+    if not np.shares_memory(res, view):
+        view[...] = res
 
 
 _CACHE: OrderedDict[tuple, KernelConvolver] = OrderedDict()
@@ -166,7 +201,8 @@ def cached_convolver(kernel_zyx: np.ndarray, grid_shape_zyx: tuple[int, int, int
                      workers: int | None = None) -> KernelConvolver:
     """A :class:`KernelConvolver`, reused across calls with the same kernel, grid and dtype.
 
-    The last two are kept, so the kernel spectrum is computed once for all time points of a grid.
+    The last two are kept with their kernel spectrum and work buffer, so both are made once for all
+    time points of a grid. :func:`clear_convolver_cache` frees them.
     """
     import hashlib
 
@@ -179,7 +215,7 @@ def cached_convolver(kernel_zyx: np.ndarray, grid_shape_zyx: tuple[int, int, int
         _CACHE_STATS["hits"] += 1
         return conv
     _CACHE_STATS["misses"] += 1
-    conv = KernelConvolver(k, grid_shape_zyx, dtype=dtype, workers=workers)
+    conv = KernelConvolver(k, grid_shape_zyx, dtype=dtype, workers=workers, keep_buffer=True)
     _CACHE[key] = conv
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)

@@ -47,7 +47,7 @@ import numpy as np
 from scipy.special import roots_jacobi
 
 from LuDoseResponseLib.atomic import atomic_path
-from LuDoseResponseLib.electron_transport import lu177_electron_dpk
+from LuDoseResponseLib.electron_transport import DPK_MODEL_VERSION, RadialEnergyProfile, lu177_electron_dpk
 from LuDoseResponseLib.errors import InputError, PhysicsError
 from LuDoseResponseLib.nuclides import MEV_TO_J, lu177
 from LuDoseResponseLib.photon_kernel import photon_energy_per_cm, photon_shell_energies
@@ -274,6 +274,7 @@ def compute_lu177_kernel_parts(voxel_size_mm, *, density_g_per_cm3: float = 1.0,
                                photon_radius_mm: float = DEFAULT_PHOTON_RADIUS_MM,
                                n_histories: int = _DPK_HISTORIES, seed: int = _DPK_SEED,
                                points_per_area: float = _SPLAT_POINTS_PER_AREA, include_conversion: bool = True,
+                               dpk: RadialEnergyProfile | None = None,
                                progress: Callable[[float], None] | None = None) -> KernelParts:
     """Compute (no cache) the electron and photon kernels for one voxel size. See the module doc.
 
@@ -285,7 +286,8 @@ def compute_lu177_kernel_parts(voxel_size_mm, *, density_g_per_cm3: float = 1.0,
     if not (math.isfinite(photon_radius_mm) and photon_radius_mm >= 0):
         raise PhysicsError(f"photon_radius_mm must be ≥ 0 and finite, got {photon_radius_mm!r}")
     h_cm = tuple(v / 10.0 for v in vox_mm)
-    dpk = lu177_electron_dpk(n_histories=n_histories, seed=seed, include_conversion=include_conversion)
+    if dpk is None:
+        dpk = lu177_electron_dpk(n_histories=n_histories, seed=seed, include_conversion=include_conversion)
     if progress:
         progress(0.4)
     # Density scaling: radii shrink by 1/ρ, the energy per shell is unchanged.
@@ -369,7 +371,8 @@ def kernel_cache_dir() -> Path:
 def _request_key(vox_mm, rho, photon_radius_mm) -> dict:
     return {"model": KERNEL_MODEL_VERSION, "voxel_size_mm_xyz": [round(v, 6) for v in vox_mm],
             "density_g_per_cm3": round(rho, 6), "photon_radius_mm": round(float(photon_radius_mm), 6),
-            "n_histories": _DPK_HISTORIES, "seed": _DPK_SEED, "points_per_area": _SPLAT_POINTS_PER_AREA}
+            "dpk_model": DPK_MODEL_VERSION, "n_histories": _DPK_HISTORIES, "seed": _DPK_SEED,
+            "points_per_area": _SPLAT_POINTS_PER_AREA}
 
 
 def _cache_path(key: dict) -> Path:
@@ -424,6 +427,35 @@ def _store(path: Path, key: dict, parts: KernelParts) -> None:
         log.warning("could not write the kernel cache %s (%s); continuing without caching", path, exc)
 
 
+def cached_electron_dpk(*, use_cache: bool = True) -> RadialEnergyProfile:
+    """The Lu-177 electron dose-point kernel, from the disk cache or the Monte Carlo (then cached)."""
+    key = {"dpk_model": DPK_MODEL_VERSION, "n_histories": _DPK_HISTORIES, "seed": _DPK_SEED}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = kernel_cache_dir() / f"lu177_electron_dpk_{digest}.npz"
+    if use_cache and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                edges, energy = np.array(z["edges_cm"]), np.array(z["energy_mev"])
+                meta = json.loads(str(z["meta"]))
+            if meta.get("key") == key and meta.get("sha256") == _arrays_digest(edges, energy):
+                return RadialEnergyProfile(edges_cm=edges, energy_mev=energy, raw_total_mev=meta["raw_total_mev"],
+                                           beyond_mev=meta["beyond_mev"], mode="full",
+                                           n_histories=_DPK_HISTORIES, seed=_DPK_SEED)
+        except Exception as exc:    # unreadable: recompute below
+            log.warning("electron DPK cache %s is unreadable (%s); recomputing it", path, exc)
+        log.warning("electron DPK cache %s does not match or is corrupt; recomputing it", path)
+    dpk = lu177_electron_dpk(n_histories=_DPK_HISTORIES, seed=_DPK_SEED)
+    if use_cache:
+        meta = {"key": key, "sha256": _arrays_digest(dpk.edges_cm, dpk.energy_mev),
+                "raw_total_mev": dpk.raw_total_mev, "beyond_mev": dpk.beyond_mev}
+        try:
+            with atomic_path(path, suffix=".npz") as tmp:
+                np.savez(tmp, edges_cm=dpk.edges_cm, energy_mev=dpk.energy_mev, meta=np.array(json.dumps(meta)))
+        except OSError as exc:
+            log.warning("could not write the DPK cache %s (%s)", path, exc)
+    return dpk
+
+
 def lu177_kernel_parts(voxel_size_mm, *, density_g_per_cm3: float = 1.0, photon_radius_mm: float | None = None,
                        use_cache: bool = True,
                        progress: Callable[[float], None] | None = None) -> KernelParts:
@@ -434,14 +466,41 @@ def lu177_kernel_parts(voxel_size_mm, *, density_g_per_cm3: float = 1.0, photon_
     key = _request_key(vox, rho, radius)
     path = _cache_path(key)
     if use_cache:
+        memo_key = (str(path), json.dumps(key, sort_keys=True), _file_signature(path))
+        if memo_key in _MEMORY:
+            return _MEMORY[memo_key]
         cached = _load_cached(path, key)
         if cached is not None:
             log.debug("Lu-177 kernel for %s mm loaded from %s", vox, path)
+            _remember((str(path), json.dumps(key, sort_keys=True), _file_signature(path)), cached)
             return cached
-    parts = compute_lu177_kernel_parts(vox, density_g_per_cm3=rho, photon_radius_mm=radius, progress=progress)
+    parts = compute_lu177_kernel_parts(vox, density_g_per_cm3=rho, photon_radius_mm=radius, progress=progress,
+                                       dpk=cached_electron_dpk(use_cache=use_cache))
     if use_cache:
         _store(path, key, parts)
+        _remember((str(path), json.dumps(key, sort_keys=True), _file_signature(path)), parts)
     return parts
+
+
+def _file_signature(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+_MEMORY: dict[tuple, KernelParts] = {}
+_MEMORY_SIZE = 4
+
+
+def _remember(memo_key: tuple, parts: KernelParts) -> None:
+    """Keep the last few kernels in memory (read-only arrays), keyed with the cache file's mtime and size."""
+    parts.electron.flags.writeable = False
+    parts.photon.flags.writeable = False
+    _MEMORY[memo_key] = parts
+    while len(_MEMORY) > _MEMORY_SIZE:
+        _MEMORY.pop(next(iter(_MEMORY)))
 
 
 def lu177_voxel_kernel(voxel_size_mm, *, photons: bool = True, electrons: bool = True,

@@ -336,6 +336,19 @@ def test_cache_is_written_reused_and_repaired(tmp_path, monkeypatch, caplog):
     assert "regenerating" in caplog.text
 
 
+def test_electron_dpk_is_cached_on_disk(tmp_path, monkeypatch):
+    monkeypatch.setenv("LUDR_CACHE_DIR", str(tmp_path))
+    first = K.lu177_voxel_kernel(6.5, photons=False)
+    assert len(list(Path(tmp_path).glob("lu177_electron_dpk_*.npz"))) == 1
+
+    def boom(*a, **k):
+        raise AssertionError("Monte Carlo rerun although its result is cached")
+
+    monkeypatch.setattr(K, "lu177_electron_dpk", boom)
+    again = K.lu177_voxel_kernel(6.6, photons=False)          # a new voxel size: only the integration runs
+    assert again[_centre(again)] < first[_centre(first)]
+
+
 def test_cache_rejects_a_tampered_array(tmp_path, monkeypatch):
     monkeypatch.setenv("LUDR_CACHE_DIR", str(tmp_path))
     first = K.lu177_voxel_kernel(8.0, photons=False)
