@@ -54,7 +54,7 @@ from LuDoseResponseLib.photon_kernel import photon_energy_per_cm, photon_shell_e
 
 log = logging.getLogger(__name__)
 
-KERNEL_MODEL_VERSION = "lu177-dvk-1"
+KERNEL_MODEL_VERSION = "lu177-dvk-2"
 DEFAULT_PHOTON_RADIUS_MM = 100.0
 _MAX_DEFAULT_PHOTON_HALF_WIDTH = 64
 UNIT = "mGy/(MBq·s)"
@@ -65,6 +65,7 @@ _DPK_SEED = 177
 _SPLAT_POINTS_PER_AREA = 8.0      # points per h_min² of sphere area
 _SPLAT_MIN_POINTS = 256
 _PHOTON_NEAR_FACTOR = (3.0, 6.0)  # photon taper from r1 = 3 h_max to r2 = 6 h_max
+_PHOTON_SHELLS_PER_VOXEL = 32.0
 _GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
 
 _UNIT_FACTORS = {   # to mGy/(MBq·s)
@@ -313,11 +314,14 @@ def compute_lu177_kernel_parts(voxel_size_mm, *, density_g_per_cm3: float = 1.0,
         x = np.clip((r - r1) / (r2 - r1), 0.0, 1.0)
         return 0.5 * (1.0 + np.cos(np.pi * x))     # 1 below r1, 0 above r2, smooth between
 
-    step = min(h_cm) / 8.0
-    p_edges = np.arange(0.0, r2 + step, step)
+    # Shells of h_min/32 up to h_min, then growing with r (width r/32): the midpoint error ∝ (Δr/r)².
+    h_min = min(h_cm)
+    n_log = int(math.ceil(_PHOTON_SHELLS_PER_VOXEL * math.log(r2 / h_min))) + 1
+    p_edges = np.concatenate([np.linspace(0.0, h_min, int(_PHOTON_SHELLS_PER_VOXEL) + 1),
+                              np.geomspace(h_min, r2, n_log)[1:]])
     p_energy = photon_shell_energies(p_edges, rho) * taper(0.5 * (p_edges[1:] + p_edges[:-1]))
     photon_e, _ = splat_radial_profile(p_edges, p_energy, h_cm, half, seed=seed + 2,
-                                       points_per_area=points_per_area / 4.0)
+                                       points_per_area=points_per_area)
     r_tab = np.linspace(0.0, math.sqrt(sum((n + 1) ** 2 * hh**2 for n, hh in zip(half, h_cm, strict=True))) * 1.01,
                         20001)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -215,6 +215,17 @@ def test_voxel_integration_superposition_identities():
                                        abs=1e-6 * aniso[ca]), o
 
 
+def test_photon_part_obeys_the_superposition_identity():
+    # Near field (splat) and far field (Gauss–Jacobi) of the photon kernel, across the partition radius.
+    fine = K.compute_lu177_kernel_parts(2.4, photon_radius_mm=60).photon
+    coarse = K.compute_lu177_kernel_parts(4.8, photon_radius_mm=48).photon
+    cf, cc = np.array(fine.shape) // 2, np.array(coarse.shape) // 2
+    for o in [(0, 0, 0), (0, 0, 1), (0, 1, 1), (0, 0, 3), (1, 2, 3), (0, 0, 5), (2, 3, 4)]:
+        s = sum(fine[tuple(np.array((2 * o[0] + tz - sz, 2 * o[1] + ty - sy, 2 * o[2] + tx - sx)) + cf)]
+                for sz in (0, 1) for sy in (0, 1) for sx in (0, 1) for tz in (0, 1) for ty in (0, 1) for tx in (0, 1))
+        assert s / 64 == pytest.approx(coarse[tuple(np.array(o) + cc)], rel=3e-3), o
+
+
 def test_voxel_integration_has_converged():
     a = K.compute_lu177_kernel_parts(1.5, photon_radius_mm=20)
     b = K.compute_lu177_kernel_parts(1.5, photon_radius_mm=20, points_per_area=32)
@@ -352,7 +363,7 @@ def test_electron_dpk_is_cached_on_disk(tmp_path, monkeypatch):
 def test_cache_rejects_a_tampered_array(tmp_path, monkeypatch):
     monkeypatch.setenv("LUDR_CACHE_DIR", str(tmp_path))
     first = K.lu177_voxel_kernel(8.0, photons=False)
-    path = next(Path(tmp_path).glob("*.npz"))
+    path = next(Path(tmp_path).glob("lu177_dvk_*.npz"))
     with np.load(path) as z:
         data = {k: z[k] for k in z.files}
     data["electron"] = data["electron"] * 2
