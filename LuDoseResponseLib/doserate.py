@@ -117,7 +117,7 @@ def _negative_transform(view: np.ndarray, policy: str) -> Callable[[np.ndarray],
     log.warning(msg)
     warnings.warn(msg, stacklevel=3)
     if policy == "clip":
-        return lambda b: np.maximum(b, 0, out=b if b.flags.writeable else None)
+        return lambda b: np.maximum(b, 0)          # a new array: the input image is never changed
     return None
 
 
@@ -185,7 +185,7 @@ def dose_rate_map(activity_bq_per_ml: sitk.Image, method: str = "kernel", densit
         for z0 in range(0, view.shape[0], 16):
             b = np.asarray(view[z0:z0 + 16], dtype=dtype)
             if clip is not None:
-                b = clip(np.array(b))
+                b = clip(b)
             out[z0:z0 + 16] = b * factor
         if photons:
             ph = lu177_kernel(spacing, photon_radius_mm=photon_radius_mm).photon_values

@@ -193,7 +193,7 @@ def _wentzel_mean_table() -> tuple[np.ndarray, np.ndarray]:
 # Transport tables on a log-energy grid
 # --------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Tables:
     ln_e: np.ndarray
     range_restricted: np.ndarray     # ∫ dE / L_Δ, g/cm²
@@ -230,7 +230,7 @@ def _tables(cutoff_mev: float) -> _Tables:
 # Radial energy-deposition profile (the dose-point kernel)
 # --------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RadialEnergyProfile:
     """Energy deposited per decay in spherical shells around a point source in water.
 
@@ -312,13 +312,17 @@ def _sample_moller(energy: np.ndarray, cutoff: float, rng: np.random.Generator) 
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TransportTally:
     """Energy (Σ weight·MeV) per radial shell, beyond the last shell, and Σ z·weight·MeV (cm·MeV)."""
 
     shell_mev: np.ndarray
     beyond_mev: float
     z_moment_mev_cm: float
+
+    def to_dict(self) -> dict:
+        return {"shell_mev": [float(x) for x in self.shell_mev], "beyond_mev": float(self.beyond_mev),
+                "z_moment_mev_cm": float(self.z_moment_mev_cm)}
 
 
 TRANSPORT_MODES = ("full", "csda", "scatter")

@@ -64,6 +64,7 @@ _DPK_HISTORIES = 200_000
 _DPK_SEED = 177
 _SPLAT_POINTS_PER_AREA = 8.0      # points per h_min² of sphere area
 _SPLAT_MIN_POINTS = 256
+_SPLAT_MAX_POINTS = 2**16        # per shell; reached only below ~0.15 mm voxels
 _PHOTON_NEAR_FACTOR = (3.0, 6.0)  # photon taper from r1 = 3 h_max to r2 = 6 h_max
 _PHOTON_SHELLS_PER_VOXEL = 32.0
 _GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
@@ -144,8 +145,8 @@ def splat_radial_profile(edges_cm: np.ndarray, energy_mev: np.ndarray, voxel_cm:
     rng = np.random.default_rng(seed)
     r_mid = 0.5 * (edges_cm[1:] + edges_cm[:-1])
     active = np.flatnonzero(energy_mev > 0)
-    counts = np.maximum(min_points, np.ceil(points_per_area * 4 * np.pi * (r_mid / h.min()) ** 2)).astype(int)
-    counts = 2 ** np.ceil(np.log2(counts)).astype(int)       # few distinct counts → batched work
+    counts = np.maximum(min_points, np.ceil(points_per_area * 4 * np.pi * (r_mid / h.min()) ** 2))
+    counts = np.minimum(2 ** np.ceil(np.log2(counts)), _SPLAT_MAX_POINTS).astype(int)   # few distinct counts
     outside = 0.0
     for m in np.unique(counts[active]):
         bins = active[counts[active] == m]
@@ -247,7 +248,7 @@ def symmetrize(kernel_zyx: np.ndarray, voxel_size_xyz: tuple[float, float, float
 # Kernel assembly
 # --------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class KernelParts:
     """Electron and photon parts of a Lu-177 kernel, mGy/(MBq·s), arrays [z, y, x] of equal shape."""
 
@@ -265,6 +266,13 @@ class KernelParts:
     @property
     def voxel_mass_g(self) -> float:
         return self.density_g_per_cm3 * float(np.prod(self.voxel_size_mm)) / 1000.0
+
+    def to_dict(self) -> dict:
+        c = tuple(n // 2 for n in self.electron.shape)
+        return {"shape_zyx": list(self.electron.shape), "voxel_size_mm_xyz": [float(v) for v in self.voxel_size_mm],
+                "density_g_per_cm3": float(self.density_g_per_cm3), "photon_radius_mm": float(self.photon_radius_mm),
+                "unit": UNIT, "self_electron": float(self.electron[c]), "self_photon": float(self.photon[c]),
+                "meta": {k: (float(v) if isinstance(v, float) else v) for k, v in self.meta.items()}}
 
 
 def _half_widths(voxel_mm, reach_mm: float) -> tuple[int, int, int]:
@@ -529,7 +537,7 @@ def lu177_voxel_kernel(voxel_size_mm, *, photons: bool = True, electrons: bool =
 # Kernels as objects: ours and external ones
 # --------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class VoxelKernel:
     """A dose-voxel kernel with its voxel size: values [z, y, x] in mGy/(MBq·s), source at the centre.
 

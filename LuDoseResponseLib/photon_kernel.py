@@ -106,6 +106,10 @@ class PhotonLine:
         x = np.minimum(self.mu_per_cm * r, 200.0)
         return self.norm * ey * self.mu_en_per_cm * gp_buildup(x, self.gp) * np.exp(-x)
 
+    def to_dict(self) -> dict:
+        return {"energy_mev": self.energy_mev, "yield_per_decay": self.yield_per_decay, "mu_per_cm": self.mu_per_cm,
+                "mu_en_per_cm": self.mu_en_per_cm, "gp": list(self.gp) if self.gp else None, "norm": self.norm}
+
     def infinite_medium_fraction_unnormalised(self) -> float:
         """(μ_en/μ)·∫₀^40 B(x)e^(−x)dx: the energy fraction the raw GP kernel deposits (ideal: 1)."""
         if self.gp is None:
