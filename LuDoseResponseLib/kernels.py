@@ -522,7 +522,9 @@ def lu177_voxel_kernel(voxel_size_mm, *, photons: bool = True, electrons: bool =
 
     ``voxel_size_mm``: a number (cubic voxels) or an (x, y, z) tuple in mm. The electron part
     reaches ~2 mm; the photon part is kept within ``photon_radius_mm`` of the source voxel along
-    each axis (default 100 mm, at most 64 voxels). ``density_g_per_cm3`` scales a water-like medium.
+    each axis (default 100 mm but at most 64 voxels; never less than 6 voxels, the near field).
+    The box holds ~45 % of the photon energy at 100 mm: photons deposit most of their energy
+    farther away (mean free path 7 cm at 208 keV). ``density_g_per_cm3`` scales a water-like medium.
     """
     if not (photons or electrons):
         raise PhysicsError("lu177_voxel_kernel needs photons, electrons or both")
