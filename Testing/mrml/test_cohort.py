@@ -12,10 +12,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from LuDoseResponseMRML.cohort import analysisSettings, parseNumberList, runCohortAnalysis, summaryText
 
 from LuDoseResponseLib.errors import CohortError, InputError
 from LuDoseResponseLib.synthetic_cohort import generate_cohort
+from LuDoseResponseMRML.cohort import analysisSettings, parseNumberList, runCohortAnalysis, summaryText
 
 FAST = {"bootstrap": 200, "seed": 2}
 

@@ -7,6 +7,7 @@ import pytest
 import SimpleITK as sitk
 import slicer
 import slicer.util
+
 from LuDoseResponseMRML.display import DOSE_COLOR_COUNT, doseVolumeNodeFromImage, showAsDose
 
 

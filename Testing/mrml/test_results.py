@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 import slicer
-from LuDoseResponseMRML.results import analysisTableNodes, doseResponseChartNode, tcpChartNode
 
 from LuDoseResponseLib.errors import InputError
+from LuDoseResponseMRML.results import analysisTableNodes, doseResponseChartNode, tcpChartNode
 
 
 def readTable(node) -> dict[str, list]:

@@ -17,6 +17,7 @@ import SimpleITK as sitk
 import slicer
 import slicer.util
 import vtk
+
 from LuDoseResponseMRML.display import doseVolumeNodeFromImage
 from LuDoseResponseMRML.results import analysisTableNodes, analysisTextNode, tcpChartNode
 from LuDoseResponseMRML.segments import addSegmentFromMaskImage, segmentMaskImage

@@ -13,6 +13,8 @@ import pytest
 import SimpleITK as sitk
 import slicer
 import slicer.util
+
+from LuDoseResponseLib.errors import GeometryError, InputError
 from LuDoseResponseMRML.segments import (
     addSegmentFromMaskImage,
     segmentMaskImage,
@@ -20,8 +22,6 @@ from LuDoseResponseMRML.segments import (
     segmentNames,
 )
 from LuDoseResponseMRML.volumes import volumeNodeFromImage
-
-from LuDoseResponseLib.errors import GeometryError, InputError
 
 CT_SIZE = (48, 40, 24)  # (i, j, k)
 CT_SPACING = (2.0, 2.0, 2.5)

@@ -15,9 +15,9 @@ import SimpleITK as sitk
 import slicer
 import slicer.util
 import vtk
-from LuDoseResponseMRML.volumes import imageFromVolumeNode, volumeNodeFromImage
 
 from LuDoseResponseLib.errors import GeometryError, InputError
+from LuDoseResponseMRML.volumes import imageFromVolumeNode, volumeNodeFromImage
 
 FLIP = np.array([-1.0, -1.0, 1.0])
 
