@@ -43,7 +43,7 @@ class SyntheticCohortSpec:
     fraction_best_response_early: float = 0.07
 
 
-def generate_cohort(seed: int = 7, spec: SyntheticCohortSpec | None = None):
+def generate_cohort(seed: int = 16, spec: SyntheticCohortSpec | None = None):
     """A cohort table (pandas DataFrame) in the contract's columns plus ``dose_gy_sd``,
     ``dose_all_cycles_gy``, ``activity_all_cycles_gbq``, ``n_cycles`` and
     ``best_response_before_last_cycle``. Deterministic for a given seed."""

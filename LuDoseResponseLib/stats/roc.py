@@ -66,8 +66,8 @@ class RocResult:
     direction: str
     auc: float
     auc_ci_delong: tuple[float, float]
-    auc_ci_bootstrap: tuple[float, float]
-    bootstrap_median: float
+    auc_ci_bootstrap: tuple[float, float] | None  # None when n_boot = 0 (no bootstrap asked for)
+    bootstrap_median: float | None
     bootstrap_n: int
     seed: int
     youden: tuple[RocPoint, ...]
@@ -82,7 +82,7 @@ class RocResult:
             "n_controls": self.n_controls,
             "auc": self.auc,
             "auc_ci_delong": [self.auc_ci_delong[0], self.auc_ci_delong[1]],
-            "auc_ci_bootstrap": [self.auc_ci_bootstrap[0], self.auc_ci_bootstrap[1]],
+            "auc_ci_bootstrap": None if self.auc_ci_bootstrap is None else list(self.auc_ci_bootstrap),
             "bootstrap_n": self.bootstrap_n,
             "seed": self.seed,
             "youden": [p.to_dict() for p in self.youden],
@@ -234,13 +234,13 @@ def roc_analysis(responder: Any, predictor: Any, *, doses: tuple[float, ...] | l
     """ROC of ``predictor`` (e.g. absorbed dose in Gy) for ``responder`` (1 = case, 0 = control).
 
     Returns AUC (exact, ties 1/2), 95 % DeLong CI, stratified percentile bootstrap CI (``n_boot``
-    replicates, numpy Generator seeded with ``seed``), all pROC thresholds, every Youden-optimal
+    replicates, numpy Generator seeded with ``seed``; ``n_boot = 0`` skips it), all pROC thresholds, every Youden-optimal
     threshold and sensitivity/specificity at ``doses``. Raises ModelFitError with fewer than
     2 cases or 2 controls.
     """
     resp, pred = _validate(responder, predictor)
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int | np.integer) or n_boot < 1:
-        raise InputError(f"roc_analysis: 'n_boot' must be a positive integer, got {n_boot!r}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int | np.integer) or n_boot < 0:
+        raise InputError(f"roc_analysis: 'n_boot' must be an integer >= 0 (0 skips the bootstrap), got {n_boot!r}")
     dose_arr = np.asarray(doses, dtype=float).ravel()
     if not np.all(np.isfinite(dose_arr)):
         raise InputError(f"roc_analysis: 'doses' must be finite numbers, got {list(doses)!r}")
@@ -275,14 +275,16 @@ def roc_analysis(responder: Any, predictor: Any, *, doses: tuple[float, ...] | l
         warnings.append(f"AUC = {auc:g}: the predictor perfectly separates responders from non-responders; "
                         "the DeLong and bootstrap CIs are degenerate and can be misleading (pROC warns "
                         "'ci.auc() of a ROC curve with AUC == 1 is always 1-1')")
-    rng = np.random.default_rng(seed)
-    boots = _bootstrap_aucs(controls, cases, direction, n_boot, rng)
-    q_lo, q_med, q_hi = np.quantile(boots, [(1 - CONF_LEVEL) / 2, 0.5, 1 - (1 - CONF_LEVEL) / 2])
+    ci_boot, boot_median = None, None
+    if n_boot > 0:
+        boots = _bootstrap_aucs(controls, cases, direction, n_boot, np.random.default_rng(seed))
+        q_lo, boot_median, q_hi = np.quantile(boots, [(1 - CONF_LEVEL) / 2, 0.5, 1 - (1 - CONF_LEVEL) / 2])
+        ci_boot, boot_median = (float(q_lo), float(q_hi)), float(boot_median)
     for w in warnings:
         logger.warning("roc_analysis: %s", w)
     return RocResult(
         n_cases=int(cases.size), n_controls=int(controls.size), direction=direction, auc=auc,
         auc_ci_delong=(float(ci_delong[0]), float(ci_delong[1])),
-        auc_ci_bootstrap=(float(q_lo), float(q_hi)), bootstrap_median=float(q_med),
+        auc_ci_bootstrap=ci_boot, bootstrap_median=boot_median,
         bootstrap_n=int(n_boot), seed=int(seed), youden=youden, at_dose=at_dose, coords=coords,
         warnings=tuple(warnings))

@@ -222,3 +222,16 @@ def test_to_dict_has_the_contract_keys_and_is_json_ready(stats_reference_dir):
     assert set(d["youden"][0]) == {"threshold_gy", "sensitivity", "specificity"}
     assert set(d["at_dose"]) == {"76", "135"}
     json.dumps(d, allow_nan=False)
+
+
+def test_zero_bootstrap_replicates_skip_the_bootstrap_but_not_the_rest() -> None:
+    y = [1, 1, 1, 0, 0, 0]
+    x = [5.0, 7.0, 3.0, 1.0, 4.0, 2.0]
+    res = roc_analysis(y, x, n_boot=0)
+    # AUC by counting case>control pairs: (5,7,3) vs (1,4,2): 3 + 3 + 2 = 8 of 9
+    assert res.auc == pytest.approx(8 / 9, abs=1e-15)
+    d = res.to_dict()
+    assert d["auc_ci_bootstrap"] is None and d["bootstrap_n"] == 0 and d["bootstrap_median"] is None
+    assert d["auc_ci_delong"][0] < res.auc <= d["auc_ci_delong"][1]
+    with pytest.raises(InputError):
+        roc_analysis(y, x, n_boot=-1)
