@@ -234,8 +234,8 @@ def roc_analysis(responder: Any, predictor: Any, *, doses: tuple[float, ...] | l
     """ROC of ``predictor`` (e.g. absorbed dose in Gy) for ``responder`` (1 = case, 0 = control).
 
     Returns AUC (exact, ties 1/2), 95 % DeLong CI, stratified percentile bootstrap CI (``n_boot``
-    replicates, numpy Generator seeded with ``seed``; ``n_boot = 0`` skips it), all pROC thresholds, every Youden-optimal
-    threshold and sensitivity/specificity at ``doses``. Raises ModelFitError with fewer than
+    replicates, numpy Generator seeded with ``seed``; ``n_boot = 0`` skips it), all pROC thresholds,
+    every Youden-optimal threshold and sensitivity/specificity at ``doses``. Raises ModelFitError with fewer than
     2 cases or 2 controls.
     """
     resp, pred = _validate(responder, predictor)
