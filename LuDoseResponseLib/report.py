@@ -55,20 +55,24 @@ def _save(fig, out_dir: Path, stem: str) -> list[Path]:
     return paths
 
 
+def _box_panel(ax, groups: list[np.ndarray], labels: list[str], rng: np.random.Generator) -> None:
+    """Box plot of each group with its points jittered on top (empty groups stay empty)."""
+    if not sum(len(x) for x in groups):
+        return
+    ax.boxplot([x if len(x) else [np.nan] for x in groups], tick_labels=labels, widths=0.5, showfliers=False)
+    for k, x in enumerate(groups, start=1):
+        ax.scatter(k + rng.uniform(-0.12, 0.12, len(x)), x, s=14, alpha=0.7, color="k")
+
+
 def _fig_dose_by_response(df, out_dir: Path) -> list[Path]:
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharey=True)
     rng = np.random.default_rng(0)
     for ax, g in zip(axes, GRADES, strict=True):
         d = df[df["grade"] == g]
-        groups = [d.loc[d["responder"] == r, "dose_gy"].to_numpy() for r in (0, 1)]
-        if sum(len(x) for x in groups):
-            ax.boxplot([x if len(x) else [np.nan] for x in groups], tick_labels=["Non-responders", "Responders"],
-                       widths=0.5, showfliers=False)
-            for k, x in enumerate(groups, start=1):
-                ax.scatter(k + rng.uniform(-0.12, 0.12, len(x)), x, s=14, alpha=0.7, color="k")
+        _box_panel(ax, [d.loc[d["responder"] == r, "dose_gy"].to_numpy() for r in (0, 1)],
+                   ["Non-responders", "Responders"], rng)
         ax.set_title(g)
-        ax.set_xlabel("")
     axes[0].set_ylabel("Cumulative absorbed dose (Gy)")
     fig.suptitle(FIGURES["fig_dose_by_response"], fontsize=9)
     return _save(fig, out_dir, "fig_dose_by_response")
@@ -107,6 +111,7 @@ def _fig_dv_vs_dose(analysis: dict, df, out_dir: Path) -> list[Path]:
     colours = _patient_colours(df["patient"])
     fig, axes = plt.subplots(1, 2, figsize=(9, 4), sharey=True)
     dr = analysis.get("dose_response") or {}
+    threshold = float((analysis.get("settings") or {}).get("responder_threshold", 0.66))
     for ax, g in zip(axes, GRADES, strict=True):
         d = df[df["grade"] == g]
         if "dose_gy_sd" in d.columns and d["dose_gy_sd"].notna().any():
@@ -114,15 +119,14 @@ def _fig_dv_vs_dose(analysis: dict, df, out_dir: Path) -> list[Path]:
                         elinewidth=0.8, capsize=2)
         ax.scatter(d["dose_gy"], d["dv"], c=[colours[p] for p in d["patient"]], s=22, edgecolors="k",
                    linewidths=0.3, zorder=3)
-        model = dr.get("both_grades") or {}
-        if "curves" not in model or g not in model.get("curves", {}):
-            model = dr.get("G2_only") or {} if g == "G2" else {}
-        c = (model.get("curves") or {}).get(g)
+        c = ((dr.get("both_grades") or {}).get("curves") or {}).get(g)
+        if c is None and g == "G2":  # both-grades model not estimated: fall back to the G2-only fit
+            c = ((dr.get("G2_only") or {}).get("curves") or {}).get(g)
         if c:
             x = np.asarray(c["dose_gy"], float)
             ax.fill_between(x, _arr(c["ci_low"]), _arr(c["ci_high"]), color="0.85")
             ax.plot(x, _arr(c["dv"]), color="k", lw=2)
-        ax.axhline(0.66, color="tab:red", ls="--", lw=0.8)
+        ax.axhline(threshold, color="tab:red", ls="--", lw=0.8, label=f"responder threshold {threshold:g}")
         ax.set_title(g)
         ax.set_xlabel("Cumulative absorbed dose (Gy)")
     axes[0].set_ylabel("Volume reduction Δv")
@@ -134,13 +138,12 @@ def _fig_dv_by_volume(analysis: dict, df_all, out_dir: Path) -> list[Path]:
     plt = _pyplot()
     cutoff = float((analysis.get("baseline_volume") or {}).get("cutoff_cm3", 30.0))
     fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharey=True)
+    rng = np.random.default_rng(0)
     for ax, g in zip(axes, GRADES, strict=True):
         d = df_all[df_all["grade"] == g]
         big = d["baseline_volume_cm3"] > cutoff
-        groups = [d.loc[~big, "dv"].to_numpy(), d.loc[big, "dv"].to_numpy()]
-        if sum(len(x) for x in groups):
-            ax.boxplot([x if len(x) else [np.nan] for x in groups],
-                       tick_labels=[f"≤ {cutoff:g} cm³", f"> {cutoff:g} cm³"], widths=0.5)
+        _box_panel(ax, [d.loc[~big, "dv"].to_numpy(), d.loc[big, "dv"].to_numpy()],
+                   [f"≤ {cutoff:g} cm³", f"> {cutoff:g} cm³"], rng)
         ax.set_title(g)
     axes[0].set_ylabel("Volume reduction Δv")
     fig.suptitle(FIGURES["fig_dv_by_volume"], fontsize=9)
