@@ -186,7 +186,9 @@ def multiframe_layout(ds: Dataset, name: str) -> Layout:
     elif thickness is not None and thickness > 0:
         step = thickness
         spacing_source = f"{label('PixelSpacing')} + {label('SliceThickness')} = {thickness:g}"
-        warnings.append(f"{name}: {label('SpacingBetweenSlices')} is missing; slice spacing taken from "
+        sbs_raw = get(ds, "SpacingBetweenSlices")
+        what = "is missing" if sbs_raw is None else f"= {str(sbs_raw)!r} is not a usable spacing"
+        warnings.append(f"{name}: {label('SpacingBetweenSlices')} {what}; slice spacing taken from "
                         f"{label('SliceThickness')} = {thickness:g} mm (contiguous slices assumed)")
     else:
         return fail(DicomError(f"{name}: {label('SpacingBetweenSlices')} and {label('SliceThickness')} are both "

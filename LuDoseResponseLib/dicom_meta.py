@@ -39,6 +39,10 @@ Units of the output pixel values (``units``: 'bq_per_ml', 'counts', 'hu' or None
   3. a real-world mapping in counts, then Units CNTS;
   4. CT: Hounsfield units with the modality rescale;
   5. NM without Units or a usable mapping: counts (the NM default), with a warning.
+  A RescaleSlope (0028,1053) or RescaleIntercept (0028,1052) that is present but not a usable
+  number (not finite; a slope <= 0), or a Modality LUT Sequence (0028,3000), leaves the units
+  unknown (None) with a warning, unless a real-world value mapping (applied to stored values)
+  gives them: such values are never read as if the rescale were absent.
 """
 
 from __future__ import annotations
@@ -88,13 +92,18 @@ _COUNT_CODES = {"{counts}", "{cnts}", "counts", "cnts", "{count}"}
 
 @dataclass(frozen=True)
 class ValueMapping:
-    """How one file's stored pixel values become output values: out = slope · stored + intercept."""
+    """How one file's stored pixel values become output values: out = slope · stored + intercept.
+
+    ``problem`` says why the stored values cannot be mapped at all (then ``units`` is None and
+    reading the pixels is an error).
+    """
 
     slope: float
     intercept: float
     units: str | None
     source: str
     warnings: tuple[str, ...] = ()
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -379,10 +388,15 @@ def _rwvm_candidates(ds: Dataset, name: str) -> tuple[list[tuple[str, float, flo
         key = code_value.strip().lower()
         where = f"RealWorldValueMappingSequence[{n}]"
         slope, intercept = get_float(item, "RealWorldValueSlope"), get_float(item, "RealWorldValueIntercept")
-        if slope is None:
+        slope_raw, intercept_raw = get(item, "RealWorldValueSlope"), get(item, "RealWorldValueIntercept")
+        if slope is None or slope <= 0 or (intercept is None and intercept_raw is not None):
             if get(item, "RealWorldValueLUTData") is not None:
                 warnings.append(f"{name}: {where} is a lookup table ({label('RealWorldValueLUTData')}); "
                                 "only linear mappings are supported, it is ignored")
+            else:
+                warnings.append(f"{name}: {where} has no usable {label('RealWorldValueSlope')} (finite, > 0) and "
+                                f"{label('RealWorldValueIntercept')} (slope {str(slope_raw)!r}, intercept "
+                                f"{str(intercept_raw)!r}); it is ignored")
             continue
         intercept = intercept or 0.0
         if key in _BQ_PER_ML_CODES:
@@ -399,6 +413,28 @@ def _rwvm_candidates(ds: Dataset, name: str) -> tuple[list[tuple[str, float, flo
     return out, warnings
 
 
+def _rescale_problem(ds: Dataset, name: str) -> str | None:
+    """Why the modality rescale (PS3.3 C.11.1.1.2) of ``ds`` cannot be applied, or None.
+
+    An absent RescaleSlope/RescaleIntercept is the identity; a present one must be a finite
+    number (slope > 0). A Modality LUT Sequence is a non-linear mapping this reader does not apply.
+    """
+    slope_raw, intercept_raw = get(ds, "RescaleSlope"), get(ds, "RescaleIntercept")
+    slope, intercept = get_float(ds, "RescaleSlope"), get_float(ds, "RescaleIntercept")
+    if slope_raw is not None and (slope is None or slope <= 0):
+        return (f"{name}: {label('RescaleSlope')} = {str(slope_raw)!r} is not a finite number > 0, so the stored "
+                "pixel values cannot be mapped to counts, Bq/mL or HU; correct the file (or convert it to NRRD "
+                "with the right values)")
+    if intercept_raw is not None and intercept is None:
+        return (f"{name}: {label('RescaleIntercept')} = {str(intercept_raw)!r} is not a finite number, so the "
+                "stored pixel values cannot be mapped; correct the file (or convert it to NRRD with the right "
+                "values)")
+    if slope_raw is None and get(ds, "ModalityLUTSequence") is not None:
+        return (f"{name}: the stored values are mapped by a {label('ModalityLUTSequence')}, which is not "
+                "supported; export the series with RescaleSlope/RescaleIntercept or as NRRD")
+    return None
+
+
 def value_mapping(ds: Dataset, name: str) -> ValueMapping:
     """Choose how ``ds``'s stored values map to output values, by the unit rules in the module docstring."""
     modality = (get_str(ds, "Modality") or "").upper()
@@ -407,18 +443,24 @@ def value_mapping(ds: Dataset, name: str) -> ValueMapping:
     rescale = (1.0 if slope is None else slope, 0.0 if intercept is None else intercept)
     rescale_source = (f"{label('RescaleSlope')}/{label('RescaleIntercept')}" if slope is not None
                       else "stored values (no RescaleSlope)")
+    problem = _rescale_problem(ds, name)
     units_tag = (get_str(ds, "Units") or "").upper() or None
     rwvm, warnings = _rwvm_candidates(ds, name)
     by_units = {u: (s, i, src) for u, s, i, src in reversed(rwvm)}
 
     if "bq_per_ml" in by_units:
         s, i, src = by_units["bq_per_ml"]
-        if units_tag == "BQML" and not (math.isclose(s, rescale[0], rel_tol=1e-6)
-                                        and math.isclose(i, rescale[1], rel_tol=1e-6, abs_tol=1e-9)):
+        if problem is None and units_tag == "BQML" and not (
+                math.isclose(s, rescale[0], rel_tol=1e-6) and math.isclose(i, rescale[1], rel_tol=1e-6, abs_tol=1e-9)):
             warnings.append(f"{name}: {label('RealWorldValueMappingSequence')} (slope {s:g}) and {label('Units')} "
                             f"BQML with {rescale_source} (slope {rescale[0]:g}) give different Bq/mL; the "
                             "real-world value mapping is used")
         return ValueMapping(s, i, "bq_per_ml", src, tuple(warnings))
+    if problem is not None:
+        if "counts" in by_units and units_tag != "BQML":
+            s, i, src = by_units["counts"]
+            return ValueMapping(s, i, "counts", src, tuple(warnings))
+        return ValueMapping(math.nan, math.nan, None, "no usable mapping", (*warnings, problem), problem)
     if units_tag == "BQML":
         return ValueMapping(*rescale, "bq_per_ml", f"{label('Units')} BQML with {rescale_source}", tuple(warnings))
     if "counts" in by_units:
@@ -532,7 +574,8 @@ def build_metadata(headers: list[Dataset], files: list[Path], layout: Layout) ->
         values["units"] = None
     else:
         values["units"] = mappings[0].units
-        sources["units"] = mappings[0].source
+        if values["units"] is not None:  # an unknown value has no source (the warnings say why)
+            sources["units"] = mappings[0].source
     if values.get("decay_correction") == "ADMIN":
         warnings.append(f"{name}: pixel values are decay-corrected to the administration time "
                         f"({label('DecayCorrection')} ADMIN), not to the acquisition start")

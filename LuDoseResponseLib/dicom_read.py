@@ -22,7 +22,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from LuDoseResponseLib.dicom_geometry import Layout
-from LuDoseResponseLib.dicom_meta import value_mapping
+from LuDoseResponseLib.dicom_meta import ValueMapping, value_mapping
 from LuDoseResponseLib.dicom_tags import get_float, get_str, label
 from LuDoseResponseLib.errors import DicomError
 
@@ -201,6 +201,13 @@ def _read_full(file: Path) -> Dataset:
         raise DicomError(f"{file}: cannot be read ({type(exc).__name__}: {exc})") from exc
 
 
+def _usable(mapping: ValueMapping) -> ValueMapping:
+    """The mapping, or the DicomError that says why the stored values cannot be mapped."""
+    if mapping.problem is not None:
+        raise DicomError(mapping.problem)
+    return mapping
+
+
 def read_pixels(series: DicomSeries, layout: Layout,
                 progress: Callable[[float], None] | None = None) -> np.ndarray:
     """Output values of a series as an array [z, y, x] ordered by the layout's k.
@@ -215,7 +222,7 @@ def read_pixels(series: DicomSeries, layout: Layout,
     if layout.kind == "multiframe":
         file = series.files[0]
         ds = _read_full(file)
-        mapping = value_mapping(ds, str(file))
+        mapping = _usable(value_mapping(ds, str(file)))
         stored = _stored_values(ds, file)
         out = (stored[list(layout.order)] * mapping.slope + mapping.intercept).astype(dtype)
         if progress is not None:
@@ -225,7 +232,7 @@ def read_pixels(series: DicomSeries, layout: Layout,
         for k, index in enumerate(layout.order):
             file = series.files[index]
             ds = _read_full(file)
-            mapping = value_mapping(ds, str(file))
+            mapping = _usable(value_mapping(ds, str(file)))
             out[k] = _stored_values(ds, file)[0] * mapping.slope + mapping.intercept
             if progress is not None:
                 progress((k + 1) / n)

@@ -29,8 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import Tag
 from pydicom.uid import (
     CTImageStorage,
     ExplicitVRLittleEndian,
@@ -300,6 +303,15 @@ def ct_slices(hu_zyx: np.ndarray, ids: StudyIds | None = None, *, pixel_spacing_
         _set_pixels(ds, (np.asarray(plane) + 1024).astype(np.uint16))
         out.append(ds)
     return out
+
+
+def set_raw(ds: Dataset, keyword: str, text: str) -> None:
+    """Store ``text`` as the undecoded value of ``keyword`` (as a broken file would hold it, e.g. 'abc' in a DS)."""
+    tag = Tag(keyword)
+    vr = ds[tag].VR if tag in ds else dictionary_VR(tag)
+    raw = text.encode("ascii")
+    raw += b" " * (len(raw) % 2)
+    ds[tag] = RawDataElement(tag, vr, len(raw), raw, 0, False, True)
 
 
 def save(ds: Dataset, path: Path) -> Path:

@@ -15,9 +15,11 @@ from dicom_factory import (
     hermes_pt_like,
     philips_like,
     save,
+    set_raw,
     siemens_xspect_like,
     write_series,
 )
+from pydicom.dataset import Dataset
 
 from LuDoseResponseLib import dicom
 from LuDoseResponseLib.dicom_tags import parse_da, parse_dt, parse_tm
@@ -251,3 +253,43 @@ def test_utc_offsets_are_reported_in_the_sources(tmp_path):
     assert m.acquired_at == datetime(2019, 3, 6, 11, 5) and m.administered_at == datetime(2019, 3, 4, 9, 30)
     assert "UTC offset +0100 dropped" in m.sources["acquired_at"]
     assert "UTC offset +0100 dropped" in m.sources["administered_at"]
+
+
+@pytest.mark.parametrize("slope", ["0", "-2", "abc", "nan", "1\\2"])
+def test_unusable_rescale_slope_is_never_read_as_one(tmp_path, slope):
+    """A present but unusable RescaleSlope must not silently become the identity (that would be stored values
+    read as Bq/mL: here 32000 instead of 100)."""
+    ds = siemens_xspect_like(VOL)
+    set_raw(ds, "RescaleSlope", slope)
+    m = _meta(ds, tmp_path)
+    assert m.units is None and "units" not in m.sources
+    assert _warned(m, "x.dcm", "RescaleSlope (0028,1053)", repr(slope) if "\\" not in slope else "RescaleSlope")
+
+
+def test_unusable_rescale_intercept_and_modality_lut(tmp_path):
+    ds = siemens_xspect_like(VOL)
+    set_raw(ds, "RescaleIntercept", "abc")
+    m = _meta(ds, tmp_path, "a.dcm")
+    assert m.units is None and _warned(m, "a.dcm", "RescaleIntercept (0028,1052) = 'abc'")
+    ds = siemens_xspect_like(VOL)
+    del ds.RescaleSlope, ds.RescaleIntercept
+    ds.ModalityLUTSequence = [Dataset()]
+    m = _meta(ds, tmp_path, "b.dcm")
+    assert m.units is None and _warned(m, "b.dcm", "ModalityLUTSequence (0028,3000)")
+
+
+def test_real_world_mapping_on_stored_values_survives_a_broken_rescale(tmp_path):
+    """PS3.3 C.7.6.16.2.11: the real-world mapping applies to stored values, so the rescale is not needed."""
+    ds = philips_like(np.full((4, 5, 6), 10, dtype=np.uint16), rwvm_slope=0.5)
+    set_raw(ds, "RescaleSlope", "abc")
+    volume = dicom.read_volume(save(ds, tmp_path / "p.dcm"))
+    assert volume.metadata.units == "bq_per_ml"
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(volume.image), 10 * 0.5)
+
+
+def test_unusable_real_world_slope_is_ignored_with_a_warning(tmp_path):
+    ds = philips_like(VOL.astype(np.uint16))
+    ds.RealWorldValueMappingSequence[0].RealWorldValueSlope = 0.0
+    m = _meta(ds, tmp_path)
+    assert m.units == "counts" and m.sources["units"].startswith("Units (0054,1001) CNTS")
+    assert _warned(m, "RealWorldValueMappingSequence[0] has no usable RealWorldValueSlope")

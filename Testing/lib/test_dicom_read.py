@@ -22,6 +22,7 @@ from dicom_factory import (
     hermes_pt_like,
     philips_like,
     save,
+    set_raw,
     siemens_xspect_like,
     write_series,
 )
@@ -328,3 +329,15 @@ def test_progress_is_reported_per_file(tmp_path):
     seen: list[float] = []
     dicom.read_volume(tmp_path / "ct", progress=seen.append)
     assert seen == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_unusable_rescale_slope_is_an_error_naming_file_and_tag(tmp_path):
+    ds = siemens_xspect_like(np.ones((NF, NR, NC)))
+    set_raw(ds, "RescaleSlope", "0")
+    with pytest.raises(DicomError, match=r"nm\.dcm: RescaleSlope \(0028,1053\) = '0' is not a finite number > 0"):
+        dicom.read_volume(save(ds, tmp_path / "nm.dcm"))
+    slices = ct_slices(np.zeros((3, 4, 4)))
+    set_raw(slices[1], "RescaleIntercept", "-1024x")
+    files = write_series(slices, tmp_path / "ct")
+    with pytest.raises(DicomError, match=rf"{files[1].name}: RescaleIntercept \(0028,1052\)"):
+        dicom.read_volume(tmp_path / "ct")
