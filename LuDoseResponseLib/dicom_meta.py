@@ -26,7 +26,12 @@ Acquisition duration (``duration_s``), wall-clock seconds of acquisition:
 Administration (RadiopharmaceuticalInformationSequence (0054,0016), first item):
   - ``administered_at`` only from RadiopharmaceuticalStartDateTime (0018,1078). A time-only
     RadiopharmaceuticalStartTime (0018,1072) is reported in a warning and never combined with a
-    guessed date: Lu-177 scans are days after the injection.
+    guessed date: Lu-177 scans are days after the injection. (A StartDateTime that holds only the
+    date is completed with the StartTime of the same item, with a warning.)
+  - ``hours_since_administration`` is the difference of the two local clock times. When both
+    times carry a UTC offset (a DT suffix or TimezoneOffsetFromUTC (0008,0201)) and the offsets
+    differ (a daylight-saving change between injection and scan), a warning gives the true
+    elapsed time and the acquisition time on the injection's clock for the manifest.
   - ``activity_mbq`` from RadionuclideTotalDose (0018,1074). Vendors store Bq; the standard's text
     says MBq. A value in [1e6, 5e10] is read as Bq; a value in [1, 5e4] (impossible as Bq for a
     therapy) is read as MBq with a warning; anything else is None with a warning.
@@ -50,8 +55,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +70,7 @@ from LuDoseResponseLib.dicom_tags import (
     get_float,
     get_str,
     label,
+    parse_da,
     parse_date_time,
     parse_dt,
     parse_tm,
@@ -88,6 +95,8 @@ _START_RULES = (
 _BQ_PER_ML_CODES = {"bq/ml": 1.0, "bq/cm3": 1.0, "bqml": 1.0, "kbq/ml": 1e3, "kbq/cm3": 1e3,
                     "mbq/ml": 1e6, "mbq/cm3": 1e6}
 _COUNT_CODES = {"{counts}", "{cnts}", "counts", "cnts", "{count}"}
+_UTC_OFFSET = re.compile(r"^([+\-])(\d{2}):?(\d{2})$")
+_DATE_ONLY_DT = re.compile(r"^(\d{8})(?:[+\-]\d{4})?$")
 
 
 @dataclass(frozen=True)
@@ -195,12 +204,26 @@ def _offset_note(offsets: set[str | None]) -> str:
     return f" (UTC offset {', '.join(given)} dropped: local clock time)" if given else ""
 
 
-def acquisition_start(headers: list[Dataset], name: str) -> tuple[datetime | None, str | None, list[str]]:
-    """Acquisition start by the rules in the module docstring: (value, source, warnings)."""
+def _utc_offset_h(ds: Dataset, own_offset: str | None) -> float | None:
+    """UTC offset (h) of a time read from ``ds``: a DT's own '&ZZXX', else TimezoneOffsetFromUTC (0008,0201)."""
+    text = own_offset or get_str(ds, "TimezoneOffsetFromUTC")
+    m = _UTC_OFFSET.match(text or "")
+    if not m:
+        return None
+    return (1 if m[1] == "+" else -1) * (int(m[2]) + int(m[3]) / 60.0)
+
+
+def acquisition_start(headers: list[Dataset], name: str
+                      ) -> tuple[datetime | None, str | None, list[str], float | None]:
+    """Acquisition start by the rules in the module docstring: (value, source, warnings, UTC offset in h).
+
+    The UTC offset is that of the earliest value, when its header gives one (else None).
+    """
     skipped: list[str] = []
     for i, rule in enumerate(_START_RULES):
         values, problems, offsets = [], [], set()
         for ds in headers:
+            offset = None
             if len(rule) == 1:
                 raw = get(ds, rule[0])
                 if raw is None:
@@ -214,8 +237,10 @@ def acquisition_start(headers: list[Dataset], name: str) -> tuple[datetime | Non
                 if problem:
                     problems.append(problem)
             if value is not None:
-                values.append(value)
+                values.append((value, _utc_offset_h(ds, offset)))
         if values:
+            earliest, earliest_offset_h = min(values, key=lambda v: v[0])
+            values = [v for v, _ in values]
             source = " + ".join(label(k) for k in rule)
             if len(headers) > 1:
                 source += f" (earliest of {len(headers)} files)"
@@ -231,11 +256,11 @@ def acquisition_start(headers: list[Dataset], name: str) -> tuple[datetime | Non
                     warnings.append(f"{name}: {label('AcquisitionDateTime')} {min(values).isoformat()} contradicts "
                                     f"{label('AcquisitionDate')} + {label('AcquisitionTime')} "
                                     f"{min(classic).isoformat()}; the former is used")
-            return min(values), source, warnings
+            return earliest, source, warnings, earliest_offset_h
         names = " + ".join(rule)
         skipped.append(f"{names}: {problems[0]}" if problems else f"{names} absent")
     return None, None, [f"{name}: no acquisition date and time ({'; '.join(skipped)}); "
-                        "give acquired_at in the manifest"]
+                        "give acquired_at in the manifest"], None
 
 
 def acquisition_duration(ds: Dataset, modality: str, name: str) -> tuple[float | None, str | None, list[str]]:
@@ -284,6 +309,24 @@ def acquisition_duration(ds: Dataset, modality: str, name: str) -> tuple[float |
     return duration, source, warnings
 
 
+def _clock_change(ds: Dataset, name: str, acquired_at: datetime, acquired_offset_h: float | None,
+                  administered_at: datetime) -> list[str]:
+    """A warning when the acquisition and the injection carry different UTC offsets (a daylight-saving
+    change between them): the local clock times then differ from the true elapsed time."""
+    item = first_item(ds, "RadiopharmaceuticalInformationSequence")
+    start_raw = get(item, "RadiopharmaceuticalStartDateTime") if item is not None else None
+    admin_offset_h = _utc_offset_h(ds, parse_dt(start_raw)[1] if start_raw is not None else None)
+    if acquired_offset_h is None or admin_offset_h is None or acquired_offset_h == admin_offset_h:
+        return []
+    shift = timedelta(hours=acquired_offset_h - admin_offset_h)
+    clock_h = (acquired_at - administered_at).total_seconds() / 3600.0
+    true_h = clock_h - shift.total_seconds() / 3600.0
+    return [f"{name}: the acquisition's UTC offset ({acquired_offset_h:+g} h) differs from the injection's "
+            f"({admin_offset_h:+g} h), e.g. a daylight-saving change: the local clock times are {clock_h:.4g} h "
+            f"apart but the true elapsed time is {true_h:.4g} h. Give acquired_at = "
+            f"{(acquired_at - shift).isoformat()} (the injection's clock) in the manifest"]
+
+
 # ------------------------------------------------------------------------------- administration
 
 
@@ -326,19 +369,28 @@ def administration(ds: Dataset, name: str) -> tuple[dict[str, Any], dict[str, st
                         "the first is used")
     start_dt_raw = get(item, "RadiopharmaceuticalStartDateTime")
     start_tm_raw = get(item, "RadiopharmaceuticalStartTime")
-    if start_dt_raw is not None:
+    date_only = _DATE_ONLY_DT.match(str(start_dt_raw).strip()) if start_dt_raw is not None else None
+    clock = parse_tm(start_tm_raw) if start_tm_raw is not None else None
+    if date_only and parse_da(date_only[1]) is not None and clock is not None:
+        # a DT holding only the date, and the time in the same item: both are of this injection, nothing guessed
+        values["administered_at"] = datetime.combine(parse_da(date_only[1]), clock)
+        sources["administered_at"] = (f"{prefix}{label('RadiopharmaceuticalStartDateTime')} (date only) + "
+                                      f"{label('RadiopharmaceuticalStartTime')}")
+        warnings.append(f"{name}: {label('RadiopharmaceuticalStartDateTime')} {str(start_dt_raw).strip()!r} has no "
+                        f"time of day; the injection time {clock} is taken from "
+                        f"{label('RadiopharmaceuticalStartTime')} of the same item. Confirm administered_at")
+    elif start_dt_raw is not None:
         start, offset = parse_dt(start_dt_raw)
         if start is None:
-            warnings.append(f"{name}: {label('RadiopharmaceuticalStartDateTime')} has an invalid value "
-                            f"{str(start_dt_raw)!r}; give administered_at in the manifest")
+            what = "has no time of day" if date_only else "has an invalid value"
+            warnings.append(f"{name}: {label('RadiopharmaceuticalStartDateTime')} {what} {str(start_dt_raw)!r}; "
+                            "give administered_at in the manifest")
         else:
             values["administered_at"] = start
             sources["administered_at"] = prefix + label("RadiopharmaceuticalStartDateTime") + _offset_note({offset})
-            if start_tm_raw is not None:
-                clock = parse_tm(start_tm_raw)
-                if clock is not None and clock.replace(microsecond=0) != start.time().replace(microsecond=0):
-                    warnings.append(f"{name}: {label('RadiopharmaceuticalStartTime')} {clock} contradicts "
-                                    f"{label('RadiopharmaceuticalStartDateTime')} {start}; the date-time is used")
+            if clock is not None and clock.replace(microsecond=0) != start.time().replace(microsecond=0):
+                warnings.append(f"{name}: {label('RadiopharmaceuticalStartTime')} {clock} contradicts "
+                                f"{label('RadiopharmaceuticalStartDateTime')} {start}; the date-time is used")
     elif start_tm_raw is not None:
         warnings.append(f"{name}: only the time {str(start_tm_raw).strip()!r} of the injection is given "
                         f"({label('RadiopharmaceuticalStartTime')}), without a date; it is not combined with a "
@@ -551,7 +603,7 @@ def build_metadata(headers: list[Dataset], files: list[Path], layout: Layout) ->
     if values["patient_id"] is None:
         warnings.append(f"{name}: {label('PatientID')} is missing")
 
-    acquired_at, src, w = acquisition_start(headers, name)
+    acquired_at, src, w, acquired_offset_h = acquisition_start(headers, name)
     warnings += w
     if acquired_at is not None:
         values["acquired_at"], sources["acquired_at"] = acquired_at, src
@@ -589,6 +641,7 @@ def build_metadata(headers: list[Dataset], files: list[Path], layout: Layout) ->
         elif hours > 60 * 24:
             warnings.append(f"{name}: the acquisition is {hours / 24:.0f} days after the injection; is the "
                             "injection date that of this cycle?")
+        warnings += _clock_change(first, name, acquired_at, acquired_offset_h, admin_at)
 
     grid = layout.grid
     sources.update(layout.sources)

@@ -293,3 +293,33 @@ def test_unusable_real_world_slope_is_ignored_with_a_warning(tmp_path):
     m = _meta(ds, tmp_path)
     assert m.units == "counts" and m.sources["units"].startswith("Units (0054,1001) CNTS")
     assert _warned(m, "RealWorldValueMappingSequence[0] has no usable RealWorldValueSlope")
+
+
+def test_daylight_saving_change_between_injection_and_scan_is_a_warning(tmp_path):
+    """Injection 2019-03-29 09:30 CET (+0100), scan 2019-04-01 11:05 CEST (+0200): the clocks are 73 h 35 min
+    apart, the true elapsed time is 72 h 35 min (08:30 UTC to 09:05 UTC three days later)."""
+    ds = philips_like(VOL.astype(np.uint16))
+    ds.AcquisitionDateTime = "20190401110500+0200"
+    ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartDateTime = "20190329093000+0100"
+    m = _meta(ds, tmp_path, "a.dcm")
+    assert m.hours_since_administration == pytest.approx(73 + 35 / 60, rel=1e-12)  # local clock times, as documented
+    assert _warned(m, "a.dcm", "UTC offset (+2 h) differs from the injection's (+1 h)", "true elapsed time is 72.58 h",
+                   "acquired_at = 2019-04-01T10:05:00")
+    # the classic tags with TimezoneOffsetFromUTC (0008,0201) and an offset-free start DT are on one clock
+    ds = siemens_xspect_like(VOL)
+    ds.TimezoneOffsetFromUTC = "+0100"
+    assert not _warned(_meta(ds, tmp_path, "b.dcm"), "UTC offset")
+    ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartDateTime = "20190304093000-0500"
+    assert _warned(_meta(ds, tmp_path, "c.dcm"), "UTC offset (+1 h) differs from the injection's (-5 h)")
+
+
+def test_start_datetime_with_only_a_date_takes_the_time_of_the_same_item(tmp_path):
+    ds = siemens_xspect_like(VOL)
+    ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartDateTime = "20190304"
+    m = _meta(ds, tmp_path, "a.dcm")
+    assert m.administered_at == datetime(2019, 3, 4, 9, 30)
+    assert "(date only) + RadiopharmaceuticalStartTime (0018,1072)" in m.sources["administered_at"]
+    assert _warned(m, "a.dcm", "has no time of day")
+    del ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartTime
+    m = _meta(ds, tmp_path, "b.dcm")
+    assert m.administered_at is None and _warned(m, "RadiopharmaceuticalStartDateTime (0018,1078) has no time of day '20190304'")
