@@ -322,4 +322,5 @@ def test_start_datetime_with_only_a_date_takes_the_time_of_the_same_item(tmp_pat
     assert _warned(m, "a.dcm", "has no time of day")
     del ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartTime
     m = _meta(ds, tmp_path, "b.dcm")
-    assert m.administered_at is None and _warned(m, "RadiopharmaceuticalStartDateTime (0018,1078) has no time of day '20190304'")
+    assert m.administered_at is None
+    assert _warned(m, "RadiopharmaceuticalStartDateTime (0018,1078) has no time of day '20190304'")
