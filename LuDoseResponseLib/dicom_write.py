@@ -18,6 +18,7 @@ read-back error is at most s / 2 Gy per voxel.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, RTDoseStorage, generate_uid
 
 from LuDoseResponseLib import __version__
-from LuDoseResponseLib.atomic import atomic_path
+from LuDoseResponseLib.atomic import atomic_path, refuse_to_overwrite_input
 from LuDoseResponseLib.dicom_meta import SeriesMetadata
 from LuDoseResponseLib.errors import DicomError, GeometryError, InputError
 
@@ -39,11 +40,15 @@ _UINT32_MAX = 2**32 - 1
 _NEGATIVE_TOL = 1e-6  # negative dose down to this fraction of the maximum (numerical noise) is clipped
 
 
-def write_nrrd(image: sitk.Image, path: str | os.PathLike) -> Path:
-    """Write ``image`` as a compressed NRRD, atomically (temporary name, then rename)."""
+def write_nrrd(image: sitk.Image, path: str | os.PathLike, *, inputs: Sequence[str | os.PathLike] = ()) -> Path:
+    """Write ``image`` as a compressed NRRD, atomically (temporary name, then rename).
+
+    ``inputs``: files the result was computed from; writing over one of them is an error.
+    """
     target = Path(path)
     if not target.name.lower().endswith((".nrrd", ".nhdr")):
         raise InputError(f"{target}: an NRRD file name must end with .nrrd")
+    refuse_to_overwrite_input(target, list(inputs))
     with atomic_path(target) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=True)
     return target
@@ -81,8 +86,15 @@ def write_rtdose(dose_gy: sitk.Image, path: str | os.PathLike, *, source: Series
     """Write an absorbed-dose map (Gy) as DICOM RT Dose referencing ``source``'s study and frame.
 
     ``source`` is the SPECT (or CT) the dose grid belongs to, as read by ``dicom.read_metadata``.
+    The file is never written over the source, nor into the source's DICOM folder (where it would
+    join the series read from there).
     """
     target = Path(path)
+    source_path = Path(source.path)
+    refuse_to_overwrite_input(target, [source_path])
+    if source_path.is_dir() and source_path.resolve() in target.resolve().parents:
+        raise InputError(f"output {target} is inside the input DICOM folder {source_path}, where it would be read "
+                         "as one more series of that folder; choose another output folder")
     if dose_summation_type not in DOSE_SUMMATION_TYPES:
         raise InputError(f"dose_summation_type {dose_summation_type!r} is not one of {DOSE_SUMMATION_TYPES}")
     for field_name, tag in (("study_uid", "StudyInstanceUID (0020,000D)"),

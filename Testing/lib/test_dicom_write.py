@@ -125,3 +125,21 @@ def test_nrrd_round_trip_and_atomic_replace(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dose_cycle1.nrrd", "s.dcm"]
     with pytest.raises(InputError, match=".nrrd"):
         write_nrrd(dose, tmp_path / "dose.nii")
+
+
+def test_outputs_never_overwrite_or_join_their_inputs(tmp_path):
+    ids = StudyIds()
+    src = save(ge_counts_like(np.ones((3, 4, 5)), ids), tmp_path / "s.dcm")
+    spect = dicom.read_volume(src)
+    before = src.read_bytes()
+    with pytest.raises(InputError, match="would overwrite the input"):
+        write_rtdose(_dose_like(spect.image), src, source=spect.metadata)
+    assert src.read_bytes() == before
+    write_series(hermes_pt_like(np.ones((3, 4, 5)), ids), tmp_path / "pt")
+    pt = dicom.read_volume(tmp_path / "pt")
+    with pytest.raises(InputError, match="inside the input DICOM folder"):
+        write_rtdose(_dose_like(pt.image), tmp_path / "pt" / "dose" / "rd.dcm", source=pt.metadata)
+    assert dicom.read_metadata(tmp_path / "pt").n_files == 3  # the folder still holds one series only
+    nrrd = write_nrrd(spect.image, tmp_path / "spect.nrrd")
+    with pytest.raises(InputError, match="would overwrite the input"):
+        write_nrrd(spect.image * 2.0, nrrd, inputs=[nrrd])
