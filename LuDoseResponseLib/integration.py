@@ -301,7 +301,11 @@ def _fit(model: str, t, y, sigma, absolute_sigma: bool, fixed_slow: float | None
     if fixed_slow is not None:
         free[m.slow_rate_index] = False
         theta0[m.slow_rate_index] = fixed_slow
-    lo = np.array([0.0 if i in m.amplitude_index else _RATE_BOUNDS_PER_H[0] for i in range(p)])
+    # A capped refit holds every decay constant at or above λ_phys, not only the slow one: each phase of
+    # a curve that includes physical decay decays at least physically, and a free rate that ran below
+    # the fixed one would become the slow phase again after the (fast, slow) reordering below.
+    rate_lo = _RATE_BOUNDS_PER_H[0] if fixed_slow is None else fixed_slow
+    lo = np.array([0.0 if i in m.amplitude_index else rate_lo for i in range(p)])
     hi = np.array([np.inf if i in m.amplitude_index else _RATE_BOUNDS_PER_H[1] for i in range(p)])
     x0 = np.clip(theta0[free], lo[free], hi[free])
 
