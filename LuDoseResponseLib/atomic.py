@@ -2,15 +2,30 @@
 
 A crash or an error mid-write never leaves a half-written result, and an existing file is
 replaced only once the new one is complete (``os.replace`` is atomic on POSIX and Windows).
+The result gets the permissions a plain ``open(path, "w")`` would give it (those of the file it
+replaces, else 0666 less the umask), not the owner-only 0600 of a temporary file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from LuDoseResponseLib.errors import InputError
+
+
+def _final_mode(target: Path) -> int:
+    """Permission bits for ``target``: kept if it exists, else 0o666 less the process umask."""
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 @contextlib.contextmanager
@@ -30,6 +45,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, _final_mode(target))
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -44,17 +60,8 @@ def write_text_atomic(path: str | os.PathLike, text: str, encoding: str = "utf-8
     return Path(path)
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically and return the path."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
-
-
 def refuse_to_overwrite_input(output: str | os.PathLike, inputs: list[str | os.PathLike]) -> None:
     """Raise if ``output`` resolves to one of ``inputs`` (results never overwrite inputs)."""
-    from LuDoseResponseLib.errors import InputError
-
     out = Path(output).resolve()
     for p in inputs:
         if Path(p).resolve() == out:
