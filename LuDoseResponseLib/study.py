@@ -269,6 +269,11 @@ class _Checker:
             return None
         return path
 
+    def dicom_warnings(self, key: str, meta: SeriesMetadata) -> None:
+        """Pass on what the reader found odd in the headers (fallbacks, contradictions), naming the key."""
+        for w in meta.warnings:
+            self.warn(f"{key}: {w}")
+
     def header(self, path: Path, series_uid: str | None, key: str) -> SeriesMetadata | None:
         try:
             return dicom.read_metadata(path, series_uid)
@@ -338,6 +343,7 @@ def _spect(checker: _Checker, raw: Any, key: str, ct_meta: SeriesMetadata | None
     meta = checker.header(path, series_uid, f"{key}.path")
     if meta is None:
         return None
+    checker.dicom_warnings(f"{key}.path", meta)
     if meta.modality not in (None, "NM", "PT"):
         checker.error(f"{key}.path", f"{meta.path} is a {meta.modality} series, not a SPECT (NM or PT)")
         return None
@@ -433,6 +439,8 @@ def _cycle(checker: _Checker, raw: Any, key: str) -> Cycle | None:
         if ct_meta is not None and ct_meta.modality not in (None, "CT"):
             checker.error(f"{key}.ct", f"{ct_meta.path} is a {ct_meta.modality} series, not a CT")
             ct_meta = None
+        elif ct_meta is not None:
+            checker.dicom_warnings(f"{key}.ct", ct_meta)
 
     spect_raw = checker.array(table.get("spect"), f"{key}.spect")
     if not spect_raw and "spect" not in table:
@@ -479,6 +487,7 @@ def _cycle(checker: _Checker, raw: Any, key: str) -> Cycle | None:
         hours = _hours_after(checker, fields["key"], fields["acquired_at"], administered_at)
         if hours is not None:
             timepoints.append(TimePoint(**fields, hours_since_administration=hours, metadata=meta))
+    _check_distinct(checker, timepoints)
     pairs: list[PlanarPair] = []
     for fields in planars:
         hours = _hours_after(checker, fields["key"], fields["acquired_at"], administered_at)
@@ -491,6 +500,17 @@ def _cycle(checker: _Checker, raw: Any, key: str) -> Cycle | None:
                  calibration_cps_per_mbq=calibration, tumours=tumours, ct=ct, ct_series_uid=ct_uid,
                  spect=tuple(sorted(timepoints, key=lambda t: t.acquired_at)),
                  planar=tuple(sorted(pairs, key=lambda p: p.acquired_at)))
+
+
+def _check_distinct(checker: _Checker, timepoints: list[TimePoint]) -> None:
+    """Two [[cycles.spect]] entries of one cycle must be different scans at different times."""
+    for i, a in enumerate(timepoints):
+        for b in timepoints[i + 1:]:
+            if (a.path, a.series_uid) == (b.path, b.series_uid):
+                checker.error(f"{b.key}.path", f"{b.path} is the same series as {a.key}; list each scan once")
+            elif a.acquired_at == b.acquired_at:
+                checker.error(f"{b.key}.acquired_at", f"{b.acquired_at.isoformat()} is also the time of {a.key}; "
+                                                      "two scans of a cycle cannot start at the same time")
 
 
 def _hours_after(checker: _Checker, key: str, acquired_at: datetime | None,

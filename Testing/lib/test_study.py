@@ -233,3 +233,20 @@ def test_invalid_toml_and_missing_manifest(tmp_path):
 def test_a_spect_given_as_ct_is_refused(study_dir):
     message = _problems(_write(study_dir, MANIFEST.replace('ct = "c1/ct"', 'ct = "c1/spect_24h.dcm"')))
     assert "cycles[0].ct:" in message and "is a NM series, not a CT" in message
+
+
+def test_dicom_header_warnings_are_passed_on_with_the_key(study_dir):
+    """The GE-like SPECT gives only the time of the injection: the reader's warning reaches the study."""
+    study = load_manifest(study_dir / "study.toml")
+    assert any(w.startswith("cycles[0].spect[0].path: ") and "RadiopharmaceuticalStartTime (0018,1072)" in w
+               for w in study.warnings)
+
+
+def test_the_same_scan_twice_is_an_error(study_dir):
+    text = MANIFEST.replace('path = "c1/spect_96h"\n  acquired_at = 2019-03-08T10:00:00',
+                            'path = "c1/spect_24h.dcm"')
+    message = _problems(_write(study_dir, text))
+    assert "cycles[0].spect[1].path:" in message and "is the same series as cycles[0].spect[0]" in message
+    text = MANIFEST.replace("acquired_at = 2019-03-08T10:00:00", "acquired_at = 2019-03-05T09:50:00")
+    message = _problems(_write(study_dir, text))
+    assert "cycles[0].spect[1].acquired_at: 2019-03-05T09:50:00 is also the time of cycles[0].spect[0]" in message
