@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from LuDoseResponseLib.dicom_geometry import series_layout
+from LuDoseResponseLib.dicom_geometry import Layout, series_layout
 from LuDoseResponseLib.dicom_meta import SeriesMetadata, build_metadata
 from LuDoseResponseLib.dicom_read import DicomSeries, is_image_file, read_pixels, scan, select_series
 from LuDoseResponseLib.errors import DicomError, GeometryError, InputError, LuDoseResponseError
@@ -30,8 +30,12 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SeriesMetadata", "Volume", "inspect", "read_metadata", "read_volume"]
 
+#: how the sources of an image file's geometry are named, by file name ending
+_IMAGE_KINDS = ((".nrrd", "NRRD"), (".nhdr", "NRRD"), (".nii", "NIfTI"), (".nii.gz", "NIfTI"), (".mha", "MetaImage"),
+                (".mhd", "MetaImage"))
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, eq=False)  # holds an image: compare by identity
 class Volume:
     """A volume as read: the SimpleITK image (LPS) and what its headers said."""
 
@@ -51,8 +55,9 @@ def _image_file_metadata(path: Path) -> SeriesMetadata:
         raise InputError(f"{path}: cannot read this image file ({str(exc).strip().splitlines()[-1]})") from exc
     if reader.GetDimension() != 3:
         raise GeometryError(f"{path}: the image has {reader.GetDimension()} dimensions; a 3-D volume is needed")
-    what = path.name.lower().rsplit(".", 2)[-1] if "." in path.name else "image"
-    header = f"{what.upper()} header"
+    name = path.name.lower()
+    what = next((kind for ends, kind in _IMAGE_KINDS if name.endswith(ends)), "image")
+    header = f"{what} header"
     return SeriesMetadata(
         path=str(path), n_files=1,
         size=tuple(int(v) for v in reader.GetSize()),
@@ -65,10 +70,11 @@ def _image_file_metadata(path: Path) -> SeriesMetadata:
     )
 
 
-def _dicom_metadata(series: DicomSeries) -> SeriesMetadata:
+def _dicom_metadata(series: DicomSeries) -> tuple[SeriesMetadata, Layout]:
+    """The series' metadata and voxel layout, from its headers."""
     try:
         layout = series_layout(list(series.headers), list(series.files))
-        return build_metadata(list(series.headers), list(series.files), layout)
+        return build_metadata(list(series.headers), list(series.files), layout), layout
     except LuDoseResponseError:
         raise
     except Exception as exc:  # noqa: BLE001 - a header too malformed for the rules: name the series
@@ -81,7 +87,7 @@ def inspect(path: str | os.PathLike) -> list[SeriesMetadata]:
     p = Path(path)
     if p.is_file() and is_image_file(p):
         return [_image_file_metadata(p)]
-    return [_dicom_metadata(s) for s in scan(p)]
+    return [_dicom_metadata(s)[0] for s in scan(p)]
 
 
 def read_metadata(path: str | os.PathLike, series_uid: str | None = None) -> SeriesMetadata:
@@ -93,7 +99,7 @@ def read_metadata(path: str | os.PathLike, series_uid: str | None = None) -> Ser
     p = Path(path)
     if p.is_file() and is_image_file(p):
         return _image_file_metadata(p)
-    return _dicom_metadata(select_series(scan(p), p, series_uid))
+    return _dicom_metadata(select_series(scan(p), p, series_uid))[0]
 
 
 def read_volume(path: str | os.PathLike, series_uid: str | None = None,
@@ -114,8 +120,7 @@ def read_volume(path: str | os.PathLike, series_uid: str | None = None,
                              "a scalar volume is needed")
         return Volume(sitk.Cast(image, sitk.sitkFloat64), metadata)
     series = select_series(scan(p), p, series_uid)
-    metadata = _dicom_metadata(series)
-    layout = series_layout(list(series.headers), list(series.files))
+    metadata, layout = _dicom_metadata(series)
     grid = layout.require_grid()
     values = read_pixels(series, layout, progress)
     log.info("read %s %s (%d file(s), %s voxels, units %s)", metadata.modality, series.name, len(series.files),

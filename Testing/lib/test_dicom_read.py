@@ -267,8 +267,8 @@ def test_jpeg_lossless_ct_is_decoded_with_gdcm(tmp_path, caplog):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(image), hu.astype(np.float32))
 
 
-@pytest.mark.parametrize("suffix", [".nrrd", ".nii.gz", ".mha"])
-def test_image_files_keep_their_geometry(tmp_path, suffix):
+@pytest.mark.parametrize(("suffix", "kind"), [(".nrrd", "NRRD"), (".nii.gz", "NIfTI"), (".mha", "MetaImage")])
+def test_image_files_keep_their_geometry(tmp_path, suffix, kind):
     arr = np.random.default_rng(0).random((5, 6, 7))
     image = sitk.GetImageFromArray(arr)
     image.SetSpacing((4.1, 4.2, 4.3))
@@ -281,6 +281,7 @@ def test_image_files_keep_their_geometry(tmp_path, suffix):
     assert volume.metadata.origin_mm == pytest.approx((-10.0, 20.0, -30.0))
     assert volume.metadata.units is None and volume.metadata.acquired_at is None
     assert any("not DICOM" in w for w in volume.metadata.warnings)
+    assert volume.metadata.sources["spacing_mm"] == f"{kind} header"
 
 
 def test_not_dicom_and_missing_paths_are_errors(tmp_path):
