@@ -10,8 +10,9 @@ Pamphlet No. 23, Dewaraja et al., J Nucl Med 2012;53:1310):
 - S: the calibration factor, measured with the same reconstruction and the same definition of t_acq;
 - V_voxel: the voxel volume, the product of the spacings in mm divided by 1000.
 
-Images already in Bq/mL pass through unchanged. Decay correction to a reference time t_ref:
-C(t_ref) = C(t) · exp(−λ (t_ref − t)), λ = ln 2 / T½ (``nuclides.decay_correct``).
+Images already in Bq/mL pass through unchanged. Decay correction from the time t the values
+refer to (:func:`values_time`) to a reference time t_ref: C(t_ref) = C(t) · exp(−λ (t_ref − t)),
+λ = ln 2 / T½ (``nuclides.decay_factor``); t_ref before t gives a factor above 1.
 
 Published SPECT calibration factors for Lu-177 are 4.5–5.7 cps/MBq; a factor outside
 3–15 cps/MBq gives a warning (shared/reference/physics/README.md §5).
@@ -59,7 +60,8 @@ def _positive(value: Any, what: str) -> float:
     return out
 
 
-def counts_to_bq_per_ml(counts, *, calibration_cps_per_mbq: float, duration_s: float, voxel_volume_ml: float):
+def counts_to_bq_per_ml(counts: float | np.ndarray, *, calibration_cps_per_mbq: float, duration_s: float,
+                        voxel_volume_ml: float) -> float | np.ndarray:
     """Activity concentration (Bq/mL) from reconstructed counts per voxel (module docstring equation).
 
     ``counts`` may be a number or an array; the result has the same shape.
@@ -80,7 +82,7 @@ def values_time(metadata: SeriesMetadata) -> datetime | None:
     return metadata.acquired_at
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds an image: compare by identity
 class QuantifiedSpect:
     """A SPECT in Bq/mL and how it was obtained (``to_dict`` leaves the image out)."""
 
@@ -137,7 +139,8 @@ def quantify_spect(image: sitk.Image, *, units: str | None, calibration_cps_per_
     if reference_time is not None:
         if value_time is None:
             raise InputError(f"{name}: decay correction to {reference_time.isoformat()} needs the time the "
-                             "values refer to (the acquisition start)")
+                             "values refer to (the acquisition start; the administration for DecayCorrection "
+                             "ADMIN), see values_time")
         elapsed_h = (reference_time - value_time).total_seconds() / 3600.0
         factor = float(decay_factor(elapsed_h, half_life_h))
     out = sitk.Cast(image, sitk.sitkFloat64)

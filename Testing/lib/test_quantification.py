@@ -31,10 +31,11 @@ DURATION_S = 1200.0        # what ge_counts_like writes: 2 rotations × 30 views
 
 
 def _phantom_activity_mbq() -> np.ndarray:
-    """Activity per voxel (MBq) whose counts A·S·t are whole numbers: 0.05 MBq → 342 counts."""
+    """Activity per voxel (MBq) whose counts A·S·t are whole numbers: 0.05 MBq → 342 counts; not symmetric
+    in any axis, so a flipped or transposed stack shows."""
     act = np.zeros((7, 9, 11))
     act[2:5, 3:7, 4:9] = 0.05
-    act[3, 5, 6] = 0.35
+    act[1, 2, 3] = 0.35
     return act
 
 
@@ -51,8 +52,9 @@ def test_known_activity_to_counts_to_concentration(tmp_path):
     # total activity is conserved ...
     total_mbq = conc.sum() * voxel_ml / 1e6
     assert total_mbq == pytest.approx(activity.sum(), rel=1e-9)
-    # ... and every voxel holds its own activity (the stack was reversed: compare as sorted sets)
-    np.testing.assert_allclose(np.sort(conc.ravel()), np.sort(activity.ravel() * 1e6 / voxel_ml), rtol=1e-9)
+    # ... and every voxel holds its own activity. ge_counts_like stores the frames with a negative
+    # SpacingBetweenSlices (each in front of the previous), so k = 0 of the LPS volume is the last stored frame.
+    np.testing.assert_allclose(conc, activity[::-1] * 1e6 / voxel_ml, rtol=1e-9)
     assert result.decay_factor == 1.0 and result.warnings == ()
 
 
