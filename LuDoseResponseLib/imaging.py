@@ -12,12 +12,6 @@ import SimpleITK as sitk
 from LuDoseResponseLib.errors import GeometryError
 
 
-def array_of(image: sitk.Image, dtype=None) -> np.ndarray:
-    """A copy of the image's voxels as a numpy array indexed [z, y, x]."""
-    arr = sitk.GetArrayFromImage(image)
-    return arr if dtype is None else arr.astype(dtype, copy=False)
-
-
 def image_like(array_zyx: np.ndarray, reference: sitk.Image) -> sitk.Image:
     """A SimpleITK image holding ``array_zyx`` with ``reference``'s origin, spacing and direction."""
     expected = tuple(reversed(reference.GetSize()))
