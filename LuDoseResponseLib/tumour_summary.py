@@ -43,6 +43,9 @@ TUMOUR_COLUMNS = (
     "baseline_date", "vmax_date", "vmin_date", "below_min_baseline_volume", "baseline_volume_group", "warnings",
 )
 GRADES = ("G1", "G2")
+#: tumour absorbed dose per cycle outside which a row carries a warning (Gy; physics README §5:
+#: 2–77 Gy in 182 lesions, Roth et al. J Nucl Med 2022;63:399)
+PLAUSIBLE_CYCLE_DOSE_GY = (0.1, 100.0)
 
 
 def _finite(x) -> float | None:
@@ -198,8 +201,15 @@ def tumour_rows(patient: str, grade: str | None, administrations: Sequence[Cycle
         resp = response_metrics(series, cycle_dates=times, responder_threshold=responder_threshold,
                                 min_baseline_volume_cm3=min_baseline_volume_cm3,
                                 baseline_volume_cutoff_cm3=baseline_volume_cutoff_cm3)
+        if resp.baseline_volume_cm3 <= 0:
+            raise InputError(f"{what}: tumour {name!r} has volume 0 on the baseline CT "
+                             f"({resp.baseline_date.date().isoformat()}); a tumour must be delineated at baseline "
+                             "(the cohort table needs baseline_volume_cm3 > 0)")
         warnings = list(resp.warnings)
         cyc = [per_cycle[n] for n in numbers]
+        lo, hi = PLAUSIBLE_CYCLE_DOSE_GY
+        warnings += [f"tumour {name!r}, cycle {c.cycle}: {c.dose_gy:g} Gy is outside the plausible {lo:g}–{hi:g} Gy "
+                     "per cycle; check the units and the VOI" for c in cyc if not lo <= c.dose_gy <= hi]
         kw = {"sds_gy": [c.dose_sd_gy for c in cyc], "administered_at": times,
               "calibration_sd_gy": [c.calibration_sd_gy for c in cyc],
               "calibration_correlation": calibration_correlation, "what": f"tumour {name!r}"}

@@ -191,3 +191,21 @@ def test_mismatches_are_errors():
         TumourCycleDose("T1", 1, float("nan"), 1.0)
     with pytest.raises(InputError, match="activity_mbq must be a positive"):
         CycleAdministration(1, datetime(2019, 1, 1), 0.0)
+
+
+def test_baseline_volume_zero_is_an_error():
+    """The cohort table needs baseline_volume_cm3 > 0: a tumour first seen after baseline cannot be a row."""
+    vols = {"T1": VolumeSeries("T1", (date(2019, 2, 1), date(2019, 6, 1)), (0.0, 5.0))}
+    doses = [TumourCycleDose("T1", a.number, 10.0, 1.0) for a in ADMIN]
+    with pytest.raises(InputError, match=r"tumour 'T1' has volume 0 on the baseline CT \(2019-02-01\)"):
+        tumour_rows("P1", "G1", ADMIN, doses, vols)
+
+
+def test_implausible_cycle_dose_is_a_warning():
+    """Physics README §5: warn outside 0.1–100 Gy per cycle (e.g. mGy taken for Gy)."""
+    vols = {"T1": VolumeSeries("T1", (date(2019, 2, 1), date(2019, 12, 1)), (10.0, 2.0))}
+    doses = [TumourCycleDose("T1", a.number, d, 1.0) for a, d in zip(ADMIN, (20.0, 0.05, 150.0, 100.0), strict=True)]
+    warnings = tumour_rows("P1", "G1", ADMIN, doses, vols).loc[0, "warnings"]
+    assert "cycle 2: 0.05 Gy is outside the plausible 0.1–100 Gy" in warnings
+    assert "cycle 3: 150 Gy is outside" in warnings
+    assert "cycle 1:" not in warnings and "cycle 4:" not in warnings
