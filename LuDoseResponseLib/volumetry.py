@@ -186,9 +186,10 @@ def _seg_nrrd_segments(image: sitk.Image, source: str) -> list[SegmentInfo]:
             except ValueError as exc:
                 raise InputError(f"{source}: {full} = {image.GetMetaData(full)!r} is not an integer") from exc
 
-        # Files from Slicer before 4.11 have no LabelValue/Layer: one segment per layer, value 1.
+        # Files from Slicer before 4.11 have no LabelValue/Layer: one segment per layer, value 1 (a single
+        # segment is then a single layer). Several segments in one layer need their LabelValue.
         layer = meta_int("Layer", i if n_layers > 1 else 0)
-        label = meta_int("LabelValue", 1 if n_layers > 1 else None)
+        label = meta_int("LabelValue", 1 if n_layers > 1 or len(indices) == 1 else None)
         if not 0 <= layer < n_layers:
             raise InputError(f"{source}: segment {name!r} is on layer {layer} but the file has {n_layers} layer(s)")
         segments.append(SegmentInfo(name, layer, label))

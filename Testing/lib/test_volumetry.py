@@ -124,6 +124,15 @@ def test_seg_nrrd_multi_layer_overlapping(tmp_path):
                                             isVector=True))
     _write_seg_nrrd(legacy, img2, [("A", None, None), ("B", None, None)])
     assert read_segmentation(legacy).voxel_counts() == {"A": 96, "B": 100}
+    # a legacy file with one segment is a plain 3-D 0/1 image
+    single = tmp_path / "legacy_single.seg.nrrd"
+    _write_seg_nrrd(single, _geometry(sitk.GetImageFromArray(layer1)), [("B", None, None)])
+    assert read_segmentation(single).voxel_counts() == {"B": 100}
+    # several segments in one layer without label values are ambiguous: an error naming the key
+    ambiguous = tmp_path / "ambiguous.seg.nrrd"
+    _write_seg_nrrd(ambiguous, _geometry(sitk.GetImageFromArray(layer0)), [("A", None, None), ("C", None, None)])
+    with pytest.raises(InputError, match="segment 'A' has no Segment0_LabelValue"):
+        read_segmentation(ambiguous)
 
 
 def test_seg_nrrd_four_dimensional_scalar(tmp_path):
