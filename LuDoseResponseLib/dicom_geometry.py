@@ -92,26 +92,34 @@ def _direction_cosines(iop: tuple[float, ...], where: str) -> tuple[np.ndarray, 
     return row, col, np.cross(row, col)
 
 
-def _plane(ds: Dataset, prefer_detector: bool) -> tuple[tuple | None, tuple | None, str, str]:
-    """(ImagePositionPatient, ImageOrientationPatient, where each was found) of one header.
+def _plane(ds: Dataset, prefer_detector: bool) -> tuple[tuple | None, tuple | None, str, str, list[str]]:
+    """(ImagePositionPatient, ImageOrientationPatient, where each was found, disagreements) of one header.
 
     NM keeps them in DetectorInformationSequence (PS3.3 C.8.4.10); some vendors write them at the
-    top level instead. Each is taken from the first place that has it.
+    top level instead. Each is taken from the first place that has it; a second place holding a
+    different value is reported (as text naming both) rather than silently ignored.
     """
     places = [("DetectorInformationSequence[0] > ", first_item(ds, "DetectorInformationSequence")), ("", ds)]
     if not prefer_detector:
         places.reverse()
     found: dict[str, tuple[tuple, str]] = {}
+    disagreements: list[str] = []
     for prefix, item in places:
         if item is None:
             continue
-        for keyword, n in (("ImagePositionPatient", 3), ("ImageOrientationPatient", 6)):
+        for keyword, n, tol in (("ImagePositionPatient", 3, _SPACING_ATOL_MM), ("ImageOrientationPatient", 6, 1e-4)):
             value = get_floats(item, keyword, n)
-            if value is not None and keyword not in found:
+            if value is None:
+                continue
+            if keyword not in found:
                 found[keyword] = (value, prefix)
+            elif np.max(np.abs(np.subtract(value, found[keyword][0]))) > tol:
+                used, where = found[keyword]
+                disagreements.append(f"{where}{label(keyword)} {list(used)} differs from {prefix or 'top-level '}"
+                                     f"{keyword} {list(value)}; the former is used")
     ipp, ipp_where = found.get("ImagePositionPatient", (None, ""))
     iop, iop_where = found.get("ImageOrientationPatient", (None, ""))
-    return ipp, iop, ipp_where, iop_where
+    return ipp, iop, ipp_where, iop_where, disagreements
 
 
 def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
@@ -159,7 +167,7 @@ def multiframe_layout(ds: Dataset, name: str) -> Layout:
     if cols <= 0 or rows <= 0:
         return fail(DicomError(f"{name}: {label('Rows')}/{label('Columns')} missing"))
 
-    ipp, iop, ipp_where, iop_where = _plane(ds, prefer_detector=(modality == "NM"))
+    ipp, iop, ipp_where, iop_where, disagreements = _plane(ds, prefer_detector=(modality == "NM"))
     if ipp is None or iop is None:
         return fail(DicomError(f"{name}: no {label('ImagePositionPatient')} and {label('ImageOrientationPatient')} "
                                "in DetectorInformationSequence (0054,0022) or at the top level; the volume "
@@ -172,7 +180,7 @@ def multiframe_layout(ds: Dataset, name: str) -> Layout:
     if in_plane is None:
         return fail(DicomError(f"{name}: {label('PixelSpacing')} missing or not positive"))
 
-    warnings: list[str] = []
+    warnings: list[str] = [f"{name}: {d}" for d in disagreements]
     sbs = get_float(ds, "SpacingBetweenSlices")
     thickness = get_float(ds, "SliceThickness")
     if sbs is not None and sbs != 0:
@@ -219,12 +227,13 @@ def stack_layout(headers: list[Dataset], names: list[str]) -> Layout:
     def fail(exc: InputError) -> Layout:
         return Layout("stack", size, None, tuple(range(n)), sources, (str(exc),), exc)
 
-    planes = []
+    planes, disagreements = [], []
     for ds, nm in zip(headers, names, strict=True):
         if (int(get(ds, "Columns") or 0), int(get(ds, "Rows") or 0)) != (cols, rows):
             return fail(GeometryError(f"{nm}: {label('Rows')}/{label('Columns')} differ from {names[0]} in the "
                                       "same series; the series mixes images of different sizes"))
-        ipp, iop, ipp_where, iop_where = _plane(ds, prefer_detector=(modality == "NM"))
+        ipp, iop, ipp_where, iop_where, differ = _plane(ds, prefer_detector=(modality == "NM"))
+        disagreements += [f"{nm}: {d}" for d in differ]
         if ipp is None or iop is None:
             return fail(DicomError(f"{nm}: {label('ImagePositionPatient')} or {label('ImageOrientationPatient')} "
                                    "missing; the slice cannot be placed"))
@@ -250,7 +259,8 @@ def stack_layout(headers: list[Dataset], names: list[str]) -> Layout:
     along = positions @ normal
     order = np.argsort(along, kind="stable")
     along_sorted = along[order]
-    warnings: list[str] = []
+    more = f" (and {len(disagreements) - 1} more like it in the series)" if len(disagreements) > 1 else ""
+    warnings: list[str] = [disagreements[0] + more] if disagreements else []
     sbs = get_float(first, "SpacingBetweenSlices")
     if n == 1:
         thickness = get_float(first, "SliceThickness")

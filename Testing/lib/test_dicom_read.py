@@ -342,3 +342,16 @@ def test_unusable_rescale_slope_is_an_error_naming_file_and_tag(tmp_path):
     files = write_series(slices, tmp_path / "ct")
     with pytest.raises(DicomError, match=rf"{files[1].name}: RescaleIntercept \(0028,1052\)"):
         dicom.read_volume(tmp_path / "ct")
+
+
+def test_position_in_two_places_that_disagree_is_a_warning(tmp_path):
+    """NM: DetectorInformationSequence is used (as GDCM does); a different top-level copy is reported."""
+    ds = ge_counts_like(_index_pattern())
+    ds.ImagePositionPatient = ["-141", "-141", "100"]  # 20 mm from the detector sequence's 120
+    path = save(ds, tmp_path / "two.dcm")
+    meta = dicom.read_metadata(path)
+    assert any("two.dcm: DetectorInformationSequence[0] > ImagePositionPatient (0020,0032) [-141.0, -141.0, 120.0] "
+               "differs from top-level ImagePositionPatient" in w for w in meta.warnings), meta.warnings
+    _check_nm_against_pydicom(path, ds, 1.0)  # placed by the detector sequence
+    ds.ImagePositionPatient = ds.DetectorInformationSequence[0].ImagePositionPatient  # agreeing copies: silent
+    assert not any("differs" in w for w in dicom.read_metadata(save(ds, tmp_path / "same.dcm")).warnings)
