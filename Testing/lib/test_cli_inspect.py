@@ -24,7 +24,6 @@ from LuDoseResponseLib.cli import main
 REQUIRED_KEYS = ("modality", "patient_id", "series_uid", "acquired_at", "duration_s", "administered_at",
                  "activity_mbq", "hours_since_administration", "units", "size", "spacing_mm", "origin_mm",
                  "frame_of_reference_uid", "sources", "warnings")
-VOL = np.full((4, 5, 6), 100.0)
 
 
 def _inspect_json(capsys, path) -> list[dict]:
@@ -32,9 +31,9 @@ def _inspect_json(capsys, path) -> list[dict]:
     return json.loads(capsys.readouterr().out)
 
 
-def test_json_for_a_mixed_folder(tmp_path, capsys):
+def test_json_for_a_mixed_folder(tmp_path, capsys, nm_values):
     ids = StudyIds()
-    save(siemens_xspect_like(VOL, ids), tmp_path / "nm.dcm")
+    save(siemens_xspect_like(nm_values, ids), tmp_path / "nm.dcm")
     write_series(ct_slices(np.zeros((3, 4, 4)), ids), tmp_path / "ct")
     records = _inspect_json(capsys, tmp_path)
     assert len(records) == 2
@@ -50,10 +49,10 @@ def test_json_for_a_mixed_folder(tmp_path, capsys):
     assert nm["sources"]["administered_at"].endswith("RadiopharmaceuticalStartDateTime (0018,1078)")
 
 
-def test_series_uid_option_and_text_output(tmp_path, capsys):
-    ds = ge_counts_like(VOL.astype(np.uint16))
+def test_series_uid_option_and_text_output(tmp_path, capsys, nm_values):
+    ds = ge_counts_like(nm_values.astype(np.uint16))
     save(ds, tmp_path / "ge.dcm")
-    save(philips_like(VOL.astype(np.uint16)), tmp_path / "ph.dcm")
+    save(philips_like(nm_values.astype(np.uint16)), tmp_path / "ph.dcm")
     records = _inspect_json(capsys, tmp_path)
     assert len(records) == 2
     assert main(["inspect", str(tmp_path), "--series-uid", ds.SeriesInstanceUID]) == 0
@@ -103,9 +102,9 @@ VARIANTS = {
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_broken_variants_are_warnings_not_guesses(tmp_path, capsys, variant):
+def test_broken_variants_are_warnings_not_guesses(tmp_path, capsys, variant, nm_values):
     mutate, null_field, fragment = VARIANTS[variant]
-    ds = siemens_xspect_like(VOL)
+    ds = siemens_xspect_like(nm_values)
     mutate(ds)
     (rec,) = _inspect_json(capsys, save(ds, tmp_path / f"{variant}.dcm"))
     if null_field is not None:
@@ -117,8 +116,8 @@ def test_broken_variants_are_warnings_not_guesses(tmp_path, capsys, variant):
         assert rec["activity_mbq"] == 7400.0
 
 
-def test_pt_style_series_in_json(tmp_path, capsys):
-    write_series(hermes_pt_like(VOL), tmp_path / "pt")
+def test_pt_style_series_in_json(tmp_path, capsys, nm_values):
+    write_series(hermes_pt_like(nm_values), tmp_path / "pt")
     (rec,) = _inspect_json(capsys, tmp_path / "pt")
     assert rec["modality"] == "PT" and rec["units"] == "bq_per_ml" and rec["decay_correction"] == "START"
     assert rec["n_files"] == 4 and rec["spacing_mm"] == pytest.approx([3.9, 3.9, 3.9])
@@ -135,7 +134,7 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     assert "junk.dcm is not a DICOM image file" in err and "Traceback" not in err
 
 
-def test_subprocess_prints_no_traceback(tmp_path):
+def test_subprocess_prints_no_traceback(tmp_path, nm_values):
     junk = tmp_path / "broken"
     junk.mkdir()
     (junk / "a.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\xff")
@@ -143,7 +142,7 @@ def test_subprocess_prints_no_traceback(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and "broken" in bad.stderr and bad.stdout == ""
-    save(ge_counts_like(VOL.astype(np.uint16)), tmp_path / "ok" / "ge.dcm")
+    save(ge_counts_like(nm_values.astype(np.uint16)), tmp_path / "ok" / "ge.dcm")
     good = subprocess.run([sys.executable, "-m", "LuDoseResponseLib", "inspect", str(tmp_path / "ok"), "--json"],
                           capture_output=True, text=True, timeout=120)
     assert good.returncode == 0, good.stderr
@@ -151,17 +150,17 @@ def test_subprocess_prints_no_traceback(tmp_path):
     assert rec["units"] == "counts" and rec["administered_at"] is None and rec["duration_s"] == 1200.0
 
 
-def test_a_sequence_with_the_wrong_content_gives_warnings(tmp_path, capsys):
-    ds = siemens_xspect_like(VOL)
+def test_a_sequence_with_the_wrong_content_gives_warnings(tmp_path, capsys, nm_values):
+    ds = siemens_xspect_like(nm_values)
     ds.RadiopharmaceuticalInformationSequence = ds.RotationInformationSequence  # wrong items
     (rec,) = _inspect_json(capsys, save(ds, tmp_path / "odd.dcm"))
     assert rec["administered_at"] is None and rec["activity_mbq"] is None
     assert any("odd.dcm" in w and "RadiopharmaceuticalStartDateTime" in w for w in rec["warnings"])
 
 
-def test_an_uninterpretable_header_names_the_file(tmp_path, capsys, monkeypatch):
+def test_an_uninterpretable_header_names_the_file(tmp_path, capsys, monkeypatch, nm_values):
     """Last line of defence: anything the rules did not foresee still names the file, exit 2."""
-    path = save(siemens_xspect_like(VOL), tmp_path / "weird.dcm")
+    path = save(siemens_xspect_like(nm_values), tmp_path / "weird.dcm")
 
     def broken(*_args):
         raise TypeError("unforeseen")
@@ -184,7 +183,7 @@ def _attribute_paths(ds, prefix=()):
 
 
 @pytest.mark.parametrize("layout", ["siemens", "ge", "philips"])
-def test_deleting_any_attribute_never_crashes(tmp_path, layout):
+def test_deleting_any_attribute_never_crashes(tmp_path, layout, nm_values):
     """Held-out files will lack things we did not foresee: whatever one attribute is missing, inspect
     and read_volume either succeed or raise the library's error naming the file."""
     from copy import deepcopy
@@ -193,7 +192,7 @@ def test_deleting_any_attribute_never_crashes(tmp_path, layout):
     from LuDoseResponseLib.errors import LuDoseResponseError
 
     make = {"siemens": siemens_xspect_like, "ge": ge_counts_like, "philips": philips_like}[layout]
-    base = make(VOL.astype(np.uint16))
+    base = make(nm_values.astype(np.uint16))
     cases = 0
     for path in _attribute_paths(base):
         ds = deepcopy(base)

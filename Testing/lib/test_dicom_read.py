@@ -56,20 +56,12 @@ def _pydicom_point(ds: pydicom.Dataset, i, j, f) -> np.ndarray:
             + np.outer(np.cross(row, col), f * sbs))
 
 
-def _physical_points(image: sitk.Image) -> np.ndarray:
-    """(3, N) LPS points of every voxel in array order [z, y, x], from the image's own geometry."""
-    nx, ny, nz = image.GetSize()
-    k, j, i = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
-    d = np.asarray(image.GetDirection()).reshape(3, 3) * np.asarray(image.GetSpacing())
-    return np.asarray(image.GetOrigin())[:, None] + d @ np.vstack([i.ravel(), j.ravel(), k.ravel()])
-
-
-def _check_nm_against_pydicom(path, ds, mapping_slope: float) -> float:
+def _check_nm_against_pydicom(path, ds, mapping_slope: float, voxel_points) -> float:
     volume = dicom.read_volume(path)
     values = sitk.GetArrayFromImage(volume.image)
     i, j, f = _decode(values / mapping_slope)
     expected = _pydicom_point(ds, i.ravel(), j.ravel(), f.ravel())
-    error = np.max(np.abs(_physical_points(volume.image) - expected))
+    error = np.max(np.abs(voxel_points(volume.image) - expected))
     # the reader normalises the DS-rounded direction cosines (10 digits) to unit length; over ~100 mm
     # that moves points by ~1e-9 mm. 1e-6 mm is far below any physical relevance.
     assert error < 1e-6
@@ -80,27 +72,27 @@ def _check_nm_against_pydicom(path, ds, mapping_slope: float) -> float:
     return error
 
 
-def test_siemens_like_bqml_geometry_and_values(tmp_path):
+def test_siemens_like_bqml_geometry_and_values(tmp_path, voxel_points):
     conc = _index_pattern().astype(float) * 37.0  # Bq/mL, encodes the index
     ds = siemens_xspect_like(conc)
     path = save(ds, tmp_path / "siemens.dcm")
-    _check_nm_against_pydicom(path, ds, 37.0)  # stored × slope = 37·index within slope/2 ≪ 37/2
+    _check_nm_against_pydicom(path, ds, 37.0, voxel_points)  # stored × slope = 37·index within slope/2 ≪ 37/2
     values = sitk.GetArrayFromImage(dicom.read_volume(path).image)
     back = pydicom.dcmread(path)
     np.testing.assert_array_equal(values, back.pixel_array.astype(float) * float(back.RescaleSlope))
 
 
-def test_ge_like_negative_spacing_is_stacked_in_front(tmp_path):
+def test_ge_like_negative_spacing_is_stacked_in_front(tmp_path, voxel_points):
     ds = ge_counts_like(_index_pattern())
     path = save(ds, tmp_path / "ge.dcm")
-    _check_nm_against_pydicom(path, ds, 1.0)
+    _check_nm_against_pydicom(path, ds, 1.0, voxel_points)
     image = dicom.read_volume(path).image
     # the first stored frame lies at IPP, the others in front of it (towards −z here)
     assert image.GetOrigin()[2] == pytest.approx(120.0 - (NF - 1) * 4.42)
     assert image.GetSpacing()[2] == pytest.approx(4.42)
 
 
-def test_ge_like_agrees_with_gdcm(tmp_path):
+def test_ge_like_agrees_with_gdcm(tmp_path, voxel_points):
     """GDCM (SimpleITK) keeps the stored order with a −z axis; the same voxels land at the same points."""
     ds = ge_counts_like(_index_pattern())
     path = save(ds, tmp_path / "ge.dcm")
@@ -108,16 +100,16 @@ def test_ge_like_agrees_with_gdcm(tmp_path):
     gdcm = sitk.ReadImage(str(path))
     ours_values = sitk.GetArrayFromImage(ours).ravel()
     gdcm_values = sitk.GetArrayFromImage(gdcm).astype(float).ravel()
-    ours_at = dict(zip(ours_values.tolist(), _physical_points(ours).T.tolist(), strict=True))
-    gdcm_at = dict(zip(gdcm_values.tolist(), _physical_points(gdcm).T.tolist(), strict=True))
+    ours_at = dict(zip(ours_values.tolist(), voxel_points(ours).T.tolist(), strict=True))
+    gdcm_at = dict(zip(gdcm_values.tolist(), voxel_points(gdcm).T.tolist(), strict=True))
     worst = max(np.max(np.abs(np.subtract(ours_at[v], gdcm_at[v]))) for v in ours_at)
     assert worst < 1e-9
 
 
-def test_philips_like_top_level_oblique_geometry_and_rwvm_on_stored_values(tmp_path):
+def test_philips_like_top_level_oblique_geometry_and_rwvm_on_stored_values(tmp_path, voxel_points):
     ds = philips_like(_index_pattern(), rescale_slope=2.0, rwvm_slope=0.37)
     path = save(ds, tmp_path / "philips.dcm")
-    _check_nm_against_pydicom(path, ds, 0.37)
+    _check_nm_against_pydicom(path, ds, 0.37, voxel_points)
     volume = dicom.read_volume(path)
     assert volume.metadata.units == "bq_per_ml"
     values = sitk.GetArrayFromImage(volume.image)
@@ -125,7 +117,7 @@ def test_philips_like_top_level_oblique_geometry_and_rwvm_on_stored_values(tmp_p
     np.testing.assert_array_equal(np.sort(values.ravel()), np.sort(_index_pattern().ravel() * 0.37))
 
 
-def test_ct_series_against_gdcm_in_shuffled_file_order(tmp_path):
+def test_ct_series_against_gdcm_in_shuffled_file_order(tmp_path, voxel_points):
     rng = np.random.default_rng(3)
     hu = rng.integers(-1000, 2000, size=(12, 20, 24)).astype(float)
     angle = np.deg2rad(20.0)
@@ -138,7 +130,7 @@ def test_ct_series_against_gdcm_in_shuffled_file_order(tmp_path):
     gdcm = reader.Execute()
     np.testing.assert_array_equal(sitk.GetArrayFromImage(ours), sitk.GetArrayFromImage(gdcm).astype(np.float32))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(ours), hu.astype(np.float32))
-    assert np.max(np.abs(_physical_points(ours) - _physical_points(gdcm))) < 1e-6
+    assert np.max(np.abs(voxel_points(ours) - voxel_points(gdcm))) < 1e-6
     np.testing.assert_allclose(ours.GetSpacing(), gdcm.GetSpacing(), atol=1e-9)
 
 
@@ -153,7 +145,7 @@ def test_ct_acquired_feet_first_is_ordered_by_position(tmp_path):
     assert image.GetOrigin() == pytest.approx((-200.0, -180.0, -100.0))
 
 
-def test_pt_style_spect_per_slice_rescale_against_gdcm(tmp_path):
+def test_pt_style_spect_per_slice_rescale_against_gdcm(tmp_path, voxel_points):
     rng = np.random.default_rng(5)
     conc = rng.uniform(0, 2e5, size=(6, 10, 12)) * np.linspace(0.1, 3, 6)[:, None, None]
     datasets = hermes_pt_like(conc)
@@ -166,7 +158,7 @@ def test_pt_style_spect_per_slice_rescale_against_gdcm(tmp_path):
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(tmp_path / "pt")))
     gdcm = reader.Execute()
     np.testing.assert_allclose(sitk.GetArrayFromImage(volume.image), sitk.GetArrayFromImage(gdcm), rtol=1e-12)
-    assert np.max(np.abs(_physical_points(volume.image) - _physical_points(gdcm))) < 1e-6
+    assert np.max(np.abs(voxel_points(volume.image) - voxel_points(gdcm))) < 1e-6
     assert volume.metadata.units == "bq_per_ml"
 
 
@@ -292,7 +284,7 @@ def test_not_dicom_and_missing_paths_are_errors(tmp_path):
         dicom.inspect(tmp_path / "absent")
 
 
-def test_position_and_orientation_may_sit_in_different_places(tmp_path):
+def test_position_and_orientation_may_sit_in_different_places(tmp_path, voxel_points):
     ds = ge_counts_like(_index_pattern())
     ds.ImageOrientationPatient = ds.DetectorInformationSequence[0].ImageOrientationPatient
     del ds.DetectorInformationSequence[0].ImageOrientationPatient
@@ -301,7 +293,7 @@ def test_position_and_orientation_may_sit_in_different_places(tmp_path):
     assert meta.sources["origin_mm"].startswith("DetectorInformationSequence[0] > ImagePositionPatient")
     assert meta.sources["direction"] == "ImageOrientationPatient (0020,0037)"
     ds.DetectorInformationSequence[0].ImageOrientationPatient = ds.ImageOrientationPatient  # for _pydicom_point
-    _check_nm_against_pydicom(path, ds, 1.0)
+    _check_nm_against_pydicom(path, ds, 1.0, voxel_points)
 
 
 def test_truncated_pixel_data_is_an_error_naming_the_file(tmp_path):
@@ -344,7 +336,7 @@ def test_unusable_rescale_slope_is_an_error_naming_file_and_tag(tmp_path):
         dicom.read_volume(tmp_path / "ct")
 
 
-def test_position_in_two_places_that_disagree_is_a_warning(tmp_path):
+def test_position_in_two_places_that_disagree_is_a_warning(tmp_path, voxel_points):
     """NM: DetectorInformationSequence is used (as GDCM does); a different top-level copy is reported."""
     ds = ge_counts_like(_index_pattern())
     ds.ImagePositionPatient = ["-141", "-141", "100"]  # 20 mm from the detector sequence's 120
@@ -352,6 +344,6 @@ def test_position_in_two_places_that_disagree_is_a_warning(tmp_path):
     meta = dicom.read_metadata(path)
     assert any("two.dcm: DetectorInformationSequence[0] > ImagePositionPatient (0020,0032) [-141.0, -141.0, 120.0] "
                "differs from top-level ImagePositionPatient" in w for w in meta.warnings), meta.warnings
-    _check_nm_against_pydicom(path, ds, 1.0)  # placed by the detector sequence
+    _check_nm_against_pydicom(path, ds, 1.0, voxel_points)  # placed by the detector sequence
     ds.ImagePositionPatient = ds.DetectorInformationSequence[0].ImagePositionPatient  # agreeing copies: silent
     assert not any("differs" in w for w in dicom.read_metadata(save(ds, tmp_path / "same.dcm")).warnings)

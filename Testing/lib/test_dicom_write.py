@@ -21,15 +21,8 @@ def _dose_like(image: sitk.Image, seed: int = 0) -> sitk.Image:
     return dose
 
 
-def _points(image: sitk.Image) -> np.ndarray:
-    nx, ny, nz = image.GetSize()
-    k, j, i = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
-    d = np.asarray(image.GetDirection()).reshape(3, 3) * np.asarray(image.GetSpacing())
-    return (np.asarray(image.GetOrigin())[:, None] + d @ np.vstack([i.ravel(), j.ravel(), k.ravel()])).T
-
-
 @pytest.mark.parametrize("layout", ["ge_flipped", "philips_oblique", "pt_stack"])
-def test_rtdose_round_trip(tmp_path, layout):
+def test_rtdose_round_trip(tmp_path, layout, voxel_points):
     ids = StudyIds()
     stored = np.random.default_rng(1).integers(0, 400, size=(6, 8, 10))
     if layout == "ge_flipped":
@@ -63,16 +56,16 @@ def test_rtdose_round_trip(tmp_path, layout):
     raw_points = (np.array([float(v) for v in ds.ImagePositionPatient])[None, :]
                   + np.outer(i.ravel() * d_col, row) + np.outer(j.ravel() * d_row, col)
                   + np.outer(offsets[k.ravel()], np.cross(row, col)))
-    np.testing.assert_allclose(raw_points, _points(dose), atol=1e-6)
+    np.testing.assert_allclose(raw_points, voxel_points(dose).T, atol=1e-6)
 
     # SimpleITK (GDCM): same values at the same physical points
     gdcm = sitk.ReadImage(str(out))
     assert gdcm.GetSize() == dose.GetSize()
-    np.testing.assert_allclose(_points(gdcm), _points(dose), atol=1e-6)
+    np.testing.assert_allclose(voxel_points(gdcm).T, voxel_points(dose).T, atol=1e-6)
     assert np.max(np.abs(sitk.GetArrayFromImage(gdcm) - expected)) <= 0.5 * scaling * (1 + 1e-6)
 
 
-def test_rtdose_of_a_left_handed_grid_is_written_right_handed(tmp_path):
+def test_rtdose_of_a_left_handed_grid_is_written_right_handed(tmp_path, voxel_points):
     ids = StudyIds()
     spect = dicom.read_volume(save(ge_counts_like(np.ones((5, 6, 7)), ids), tmp_path / "s.dcm"))
     arr = np.arange(5 * 6 * 7, dtype=float).reshape(5, 6, 7)
@@ -83,7 +76,7 @@ def test_rtdose_of_a_left_handed_grid_is_written_right_handed(tmp_path):
     back = sitk.ReadImage(str(write_rtdose(dose, tmp_path / "d.dcm", source=spect.metadata)))
     assert np.linalg.det(np.asarray(back.GetDirection()).reshape(3, 3)) == pytest.approx(1.0)
     scaling = float(pydicom.dcmread(tmp_path / "d.dcm").DoseGridScaling)
-    for point, value in zip(_points(dose), arr.ravel(), strict=True):
+    for point, value in zip(voxel_points(dose).T, arr.ravel(), strict=True):
         index = back.TransformPhysicalPointToIndex(point.tolist())
         assert abs(back[index] - value) <= 0.5 * scaling * (1 + 1e-6)
 
@@ -114,14 +107,14 @@ def test_rtdose_of_a_zero_dose(tmp_path):
     assert float(ds.DoseGridScaling) > 0 and not ds.pixel_array.any()
 
 
-def test_nrrd_round_trip_and_atomic_replace(tmp_path):
+def test_nrrd_round_trip_and_atomic_replace(tmp_path, voxel_points):
     spect = dicom.read_volume(save(philips_like(np.ones((3, 4, 5), dtype=np.uint16)), tmp_path / "s.dcm"))
     dose = _dose_like(spect.image)
     path = write_nrrd(dose, tmp_path / "dose_cycle1.nrrd")
     path = write_nrrd(dose * 2.0, path)  # replaced in place
     back = sitk.ReadImage(str(path))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(dose) * 2.0)
-    np.testing.assert_allclose(_points(back), _points(dose), atol=1e-9)
+    np.testing.assert_allclose(voxel_points(back).T, voxel_points(dose).T, atol=1e-9)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dose_cycle1.nrrd", "s.dcm"]
     with pytest.raises(InputError, match=".nrrd"):
         write_nrrd(dose, tmp_path / "dose.nii")
