@@ -272,16 +272,16 @@ def acquisition_duration(ds: Dataset, modality: str, name: str) -> tuple[float |
         total, ok = 0.0, True
         for item in rotations:
             ms, views = get_float(item, "ActualFrameDuration"), get_float(item, "NumberOfFramesInRotation")
-            if ms is None or views is None:
+            if ms is None or views is None or ms <= 0 or views <= 0:  # one unusable rotation spoils the sum
                 ok = False
                 break
             total += ms / 1000.0 * views
-        if ok and total > 0:
+        if ok:
             duration = total
             source = (f"RotationInformationSequence (0054,0052) [{len(rotations)} item(s)] > "
                       f"{label('ActualFrameDuration')} × {label('NumberOfFramesInRotation')}")
         else:
-            warnings.append(f"{name}: {label('RotationInformationSequence')} lacks "
+            warnings.append(f"{name}: an item of {label('RotationInformationSequence')} lacks a positive "
                             f"{label('ActualFrameDuration')} or {label('NumberOfFramesInRotation')}")
     if duration is None:
         ms, views = get_float(ds, "ActualFrameDuration"), get_float(ds, "NumberOfFramesInRotation")

@@ -322,3 +322,12 @@ def test_start_datetime_with_only_a_date_takes_the_time_of_the_same_item(tmp_pat
     m = _meta(ds, tmp_path, "b.dcm")
     assert m.administered_at is None
     assert _warned(m, "RadiopharmaceuticalStartDateTime (0018,1078) has no time of day '20190304'")
+
+
+def test_a_rotation_without_duration_spoils_the_sum(tmp_path, nm_values):
+    """Two rotations of 30 views × 20 s, one with ActualFrameDuration 0: not 600 s, but unknown."""
+    ds = ge_counts_like(nm_values.astype(np.uint16))
+    ds.RotationInformationSequence[1].ActualFrameDuration = 0
+    m = _meta(ds, tmp_path)
+    assert m.duration_s is None and "duration_s" not in m.sources
+    assert _warned(m, "an item of RotationInformationSequence (0054,0052) lacks a positive")
