@@ -34,6 +34,7 @@ from LuDoseResponseLib.dicom_geometry import Grid
 from LuDoseResponseLib.dicom_meta import THERAPY_ACTIVITY_RANGE_MBQ, SeriesMetadata
 from LuDoseResponseLib.errors import LuDoseResponseError, ManifestError
 from LuDoseResponseLib.quantification import calibration_warnings
+from LuDoseResponseLib.volumetry import segment_names
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +190,7 @@ class _Checker:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
+    segmentations: list[tuple[str, Path]] = field(default_factory=list)  # (key, file) of every tumours entry
 
     def error(self, key: str, message: str) -> None:
         self.errors.append(f"{key}: {message}")
@@ -426,6 +428,8 @@ def _cycle(checker: _Checker, raw: Any, key: str) -> Cycle | None:
         for w in calibration_warnings(calibration, f"{key}.calibration_cps_per_mbq"):
             checker.warn(w)
     tumours = checker.file(table.get("tumours"), f"{key}.tumours")
+    if tumours is not None:
+        checker.segmentations.append((f"{key}.tumours", tumours))
 
     ct_raw, ct, ct_uid, ct_meta = table.get("ct"), None, None, None
     if isinstance(ct_raw, dict):
@@ -529,6 +533,7 @@ def _hours_after(checker: _Checker, key: str, acquired_at: datetime | None,
 
 def _followups(checker: _Checker, raw: Any) -> list[FollowUp]:
     out: list[FollowUp] = []
+    files: list[tuple[str, Path]] = []
     for i, item in enumerate(checker.array(raw, "followups")):
         key = f"followups[{i}]"
         table = checker.table(item, key, _FOLLOWUP_KEYS)
@@ -539,13 +544,43 @@ def _followups(checker: _Checker, raw: Any) -> list[FollowUp]:
             checker.error(f"{key}.date", f"must be a date like 2019-02-20, got {day!r}")
             day = None
         tumours = checker.file(table.get("tumours"), f"{key}.tumours")
+        if tumours is not None:
+            files.append((f"{key}.tumours", tumours))
         if day is not None and tumours is not None:
             if out and day <= out[-1].date:
                 checker.error(f"{key}.date", f"{day.isoformat()} is not after the previous follow-up "
                                              f"{out[-1].date.isoformat()}; list follow-ups in date order, "
                                              "the baseline first")
             out.append(FollowUp(day, tumours))
+    checker.segmentations[:0] = files  # follow-ups first: the baseline leads the name check
     return out
+
+
+def _check_tumour_names(checker: _Checker) -> None:
+    """Tumours are joined by name: every segmentation must name the same tumours as the first one (the
+    baseline follow-up, else the first cycle's). Read from the .seg.nrrd headers; label images without
+    names are checked when they are read."""
+    named = []
+    for key, path in checker.segmentations:
+        try:
+            names = segment_names(path)
+        except LuDoseResponseError as exc:
+            checker.error(key, str(exc))
+            continue
+        if names is not None:
+            named.append((key, path, names))
+    if not named:
+        return
+    ref_key, ref_path, ref_names = named[0]
+    for key, path, names in named[1:]:
+        missing = [n for n in ref_names if n not in names]
+        extra = [n for n in names if n not in ref_names]
+        if missing or extra:
+            what = "; ".join(part for part in (
+                f"lacks {', '.join(map(repr, missing))}" if missing else "",
+                f"has {', '.join(map(repr, extra))}, unknown in {ref_key}" if extra else "") if part)
+            checker.error(key, f"{path} {what} ({ref_path} names {', '.join(map(repr, ref_names))}). Tumours are "
+                               "joined by name: give each tumour the same segment name in every segmentation")
 
 
 def load_manifest(path: str | Path) -> Study:
@@ -588,6 +623,7 @@ def load_manifest(path: str | Path) -> Study:
     for n in sorted({n for n in numbers if numbers.count(n) > 1}):
         checker.error("cycles", f"cycle number {n} is used more than once")
     followups = _followups(checker, top.get("followups"))
+    _check_tumour_names(checker)
 
     patient_ids = {tp.metadata.patient_id for c in cycles for tp in c.spect if tp.metadata.patient_id}
     if len(patient_ids) > 1:

@@ -197,6 +197,28 @@ def _seg_nrrd_segments(image: sitk.Image, source: str) -> list[SegmentInfo]:
     return segments
 
 
+def segment_names(path: str | Path) -> tuple[str, ...] | None:
+    """The segment names of a Slicer ``.seg.nrrd`` from its header alone (no voxels are read).
+
+    None for a label image without names (its tumours are named by their label values, which only the
+    voxels tell). Raises InputError naming the file when it cannot be read as an image.
+    """
+    p = Path(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(p))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(f"{p}: cannot read the segmentation ({str(exc).strip().splitlines()[-1]})") from exc
+    keys = reader.GetMetaDataKeys()
+    indices = sorted(int(m.group(1)) for k in keys if (m := _SEGMENT_KEY.match(k)))
+    if not indices:
+        if p.name.endswith(".seg.nrrd"):
+            raise InputError(f"{p}: a .seg.nrrd without Segment<N>_Name keys; re-save it from Slicer")
+        return None
+    return tuple(reader.GetMetaData(f"Segment{i}_Name").strip() for i in indices)
+
+
 def read_segmentation(path: str | Path, label_names: Mapping[int, str] | None = None) -> Segmentation:
     """Read a Slicer ``.seg.nrrd`` (names from its header) or a label image (NRRD, NIfTI, MetaImage).
 

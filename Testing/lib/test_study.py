@@ -47,9 +47,15 @@ tumours = "fu/fu1.seg.nrrd"
 """
 
 
-def _label_file(path: Path) -> None:
+def _label_file(path: Path, names=("T1", "T2")) -> None:
+    """A Slicer-style .seg.nrrd (one layer) naming ``names`` with label values 1, 2, ..."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(sitk.Image(4, 4, 4, sitk.sitkUInt8), str(path))
+    image = sitk.Image(4, 4, 4, sitk.sitkUInt8)
+    for i, name in enumerate(names):
+        image.SetMetaData(f"Segment{i}_Name", name)
+        image.SetMetaData(f"Segment{i}_LabelValue", str(i + 1))
+        image.SetMetaData(f"Segment{i}_Layer", "0")
+    sitk.WriteImage(image, str(path))
 
 
 @pytest.fixture
@@ -250,3 +256,19 @@ def test_the_same_scan_twice_is_an_error(study_dir):
     text = MANIFEST.replace("acquired_at = 2019-03-08T10:00:00", "acquired_at = 2019-03-05T09:50:00")
     message = _problems(_write(study_dir, text))
     assert "cycles[0].spect[1].acquired_at: 2019-03-05T09:50:00 is also the time of cycles[0].spect[0]" in message
+
+
+def test_tumour_names_must_match_across_segmentations(study_dir):
+    """Tumours are joined by name; a renamed or extra segment is an error before any voxel is read."""
+    _label_file(study_dir / "fu" / "fu1.seg.nrrd", ("T1", "T2b"))
+    _label_file(study_dir / "c1" / "tumours.seg.nrrd", ("T1", "T2", "T3"))
+    message = _problems(study_dir / "study.toml")
+    assert "followups[1].tumours:" in message and "lacks 'T2'; has 'T2b', unknown in followups[0].tumours" in message
+    assert "cycles[0].tumours:" in message and "has 'T3', unknown in followups[0].tumours" in message
+    (study_dir / "c1" / "plain.nrrd").write_bytes(b"NRRD0004\nnot an image\n")
+    message = _problems(_write(study_dir, MANIFEST.replace("c1/tumours.seg.nrrd", "c1/plain.nrrd")))
+    assert "cycles[0].tumours:" in message and "cannot read the segmentation" in message
+    # a label image has no names in its header (its label values name the tumours): not checked here
+    _label_file(study_dir / "fu" / "fu1.seg.nrrd")
+    sitk.WriteImage(sitk.Image(4, 4, 4, sitk.sitkUInt8), str(study_dir / "c1" / "labels.nrrd"))
+    assert load_manifest(_write(study_dir, MANIFEST.replace("c1/tumours.seg.nrrd", "c1/labels.nrrd"))).cycles

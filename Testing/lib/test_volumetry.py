@@ -24,6 +24,7 @@ from LuDoseResponseLib.volumetry import (
     VolumeSeries,
     read_segmentation,
     response_metrics,
+    segment_names,
     segmentation_from_labelmap,
     volumes_over_time,
 )
@@ -61,6 +62,7 @@ def test_label_map_volumes_match_voxel_counts(tmp_path, ext):
     assert seg.mask("T2").sum() == 60
     default_names = read_segmentation(path)
     assert set(default_names.names) == {"1", "2", "5"}
+    assert segment_names(path) is None  # a label image's names are its values: not in the header
 
 
 def test_label_image_float_labels_and_errors(tmp_path):
@@ -99,6 +101,7 @@ def test_seg_nrrd_single_layer(tmp_path):
                     [("liver lesion", 0, 1), ("node", 0, 2), ("tiny", 0, 5), ("gone", 0, 7)])
     seg = read_segmentation(path)
     assert seg.names == ("liver lesion", "node", "tiny", "gone")
+    assert segment_names(path) == seg.names  # from the header alone
     assert seg.voxel_counts() == {"liver lesion": 336, "node": 60, "tiny": 1, "gone": 0}
     assert seg.volumes_ml()["liver lesion"] == pytest.approx(336 * VOXEL_ML, rel=1e-12)
 
