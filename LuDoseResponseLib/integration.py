@@ -49,6 +49,7 @@ _REL_SIGMA_FLOOR = 1e-3         # relative weighting: σ_i ∝ max(y_i, 1e-3·ma
 _WRSS_PER_POINT_FLOOR = 1e-16   # relative residual 1e-8: exact fits tie, and the AICc penalty decides
 _CAP_TOLERANCE = 1e-6           # a fitted λ this close below λ_phys is rounding: capped without a warning
 _DEGENERATE_COND = 1e8   # of the scaled JᵀJ; well-sampled models stay below ~1e5
+_MAX_INTEGRAL_NOISE_GAIN = 20.0   # above it an ill-conditioned fit's integral is not determined (see _fit)
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,17 +342,29 @@ def _fit(model: str, t, y, sigma, absolute_sigma: bool, fixed_slow: float | None
         degenerate = "the uptake rate ran to its bound (the uptake is not resolved by the samples)"
     scale = np.sqrt(np.diag(jtj))
     undetermined = False
+    ill_conditioned = False
     if not degenerate and np.all(scale > 0):
         cond = np.linalg.cond(jtj / np.outer(scale, scale))   # scale-free: amplitudes and rates differ by decades
         if not np.isfinite(cond) or cond > _DEGENERATE_COND:
-            degenerate = f"the parameters are not determined by these samples (condition number {cond:.1e})"
-            undetermined = True
+            # Ill-conditioned parameters need not mean an undetermined integral: C·(e^(−λ1 t) − e^(−λ2 t)) with
+            # λ1 ≈ λ2 trades C against λ2 − λ1 along a curve of (almost) constant ∫. Undetermined is when the
+            # integral itself moves along that direction (a phase seen by one sample).
+            gain = _integral_noise_gain(m, t, y, theta, free)
+            if not gain <= _MAX_INTEGRAL_NOISE_GAIN:
+                degenerate = (f"the parameters are not determined by these samples (condition number {cond:.1e}; "
+                              f"the integral's SD would be {gain:.3g}× the relative noise of each sample)")
+                undetermined = True
+            else:
+                ill_conditioned = True
     elif not degenerate:
         degenerate = "a parameter does not influence the curve at the sample times"
         undetermined = True
     n_free = int(free.sum())
     dof = t.size - n_free
-    cov_free = np.linalg.pinv(jtj) if degenerate else np.linalg.inv(jtj)
+    if ill_conditioned:      # in scaled coordinates, where the pseudo-inverse keeps the determined directions
+        cov_free = np.linalg.pinv(jtj / np.outer(scale, scale), rcond=1e-14, hermitian=True) / np.outer(scale, scale)
+    else:
+        cov_free = np.linalg.pinv(jtj) if degenerate else np.linalg.inv(jtj)
     if not absolute_sigma:
         cov_free = cov_free * (wrss / dof) if dof > 0 else None
     cov = None
@@ -360,6 +373,24 @@ def _fit(model: str, t, y, sigma, absolute_sigma: bool, fixed_slow: float | None
         cov[np.ix_(free, free)] = cov_free
     return _Fit(model, theta, cov, wrss, n_free, degenerate, undetermined, fixed_slow is not None,
                 float(theta[m.slow_rate_index]))
+
+
+def _integral_noise_gain(m: _Model, t, y, theta, free) -> float:
+    """Relative SD of ∫₀^∞ per unit relative noise on every sample (σ_i = y_i, floored), to first order.
+
+    A property of the model and the sampling, not of the noise level: about 0.4–5 for fits whose integral
+    the samples fix, 10²–10³ when a phase is seen by a single sample.
+    """
+    sigma = np.maximum(y, _REL_SIGMA_FLOOR * float(np.max(y)))
+    jw = m.jac(t, theta)[:, free] / sigma[:, None]
+    scale = np.sqrt(np.einsum("ij,ij->j", jw, jw))
+    if not np.all(scale > 0):
+        return math.inf
+    a = (jw / scale).T @ (jw / scale)
+    g = _complex_step_grad(m.integral_inf, theta)[free] / scale
+    value = float(np.real(m.integral_inf(theta)))
+    var = float(g @ np.linalg.pinv(a, rcond=1e-14, hermitian=True) @ g)
+    return math.sqrt(max(var, 0.0)) / abs(value) if value != 0 else math.inf
 
 
 def _fit_capped(model: str, t, y, sigma, absolute_sigma: bool, lam_phys: float, warn: list[str],
@@ -451,12 +482,18 @@ def time_integral(times_h, values, model: str = "auto", method: str = "fit", tai
     to their amplitude at t = 0, uptake–washout starts from 0); ``head`` applies to the trapezoid.
 
     ``auto`` fits every model and keeps the lowest AICc among those whose AICc is defined
-    (n − K − 1 > 0) and whose parameters are determined; ties go to the simpler model. With too
+    (n − K − 1 > 0) and whose integral is determined; ties go to the simpler model. With too
     few samples for any AICc (four samples without ``values_sd``), it compares the models that
-    keep a residual degree of freedom by AIC instead, and says so in ``warnings``; it does the same
-    when, with ``values_sd``, the AICc choice misfits (χ² p < 1e-3) and another model does not.
-    An explicit model that the samples do not determine (a phase seen by one sample) raises
-    ModelFitError rather than returning an arbitrary integral.
+    keep a residual degree of freedom by AIC instead, and says so in ``warnings``. It does the same,
+    switching only to a model that fits without the cap or misfit, when the AICc choice is no real
+    comparison or fails: with ``values_sd``, when the AICc choice misfits (χ² p < 1e-3); without
+    it, when AICc could judge a single model and that model needed the physical-half-life cap
+    (e.g. five samples of an uptake: only the mono-exponential has an AICc, and it cannot rise).
+    A model with n = K samples (bi-exponential through four samples) is never chosen by ``auto``:
+    nothing can compare it; ask for it explicitly (then it passes through the samples exactly).
+    An explicit model whose integral the samples do not determine (a phase seen by one sample)
+    raises ModelFitError rather than returning an arbitrary integral; ill-conditioned parameters
+    with a determined integral (uptake and washout rates nearly equal) are accepted.
 
     ``diagnostics["k95"]``: value ± k95·sd is a 95 % interval (1.96 with ``values_sd``; Student t
     with n − p degrees of freedom when σ is estimated from the residuals).
@@ -542,36 +579,7 @@ def _fit_integral(t, y, sd, model, tail, lam_phys, what) -> TimeIntegral:
         elif aicc[name] is None:
             notes[name] = f"too few samples for AICc ({n})"
     if model == "auto":
-        supported = [m for m in MODELS if aicc.get(m) is not None]
-        best = min(supported, key=lambda m: (aicc[m], MODELS.index(m))) if supported else None
-        selected_by = "AICc"
-        if best is not None and absolute and _misfit(fits[best], n):
-            # the models AICc can judge do not describe the data within values_sd (e.g. a mono-exponential
-            # through an uptake): compare every determined model with a residual dof by AIC instead
-            wider = [m for m in MODELS if m in fits and not fits[m].degenerate and n > len(_MODELS[m].param_names)]
-            aic = {m: _aic(fits[m].wrss, n, len(_MODELS[m].param_names), absolute) for m in wider}
-            alt = min(wider, key=lambda m: (aic[m], MODELS.index(m)))
-            if alt != best and not _misfit(fits[alt], n):
-                warnings.append(f"{what}: the {best} model does not fit within values_sd; chose {alt} by AIC "
-                                f"among {', '.join(wider)} ({n} samples are too few for its AICc)")
-                best, selected_by = alt, "AIC (AICc choice misfits)"
-        if best is None:
-            ok = [m for m in MODELS if m in fits and not fits[m].degenerate and n > len(_MODELS[m].param_names)]
-            if ok:
-                aic = {m: _aic(fits[m].wrss, n, len(_MODELS[m].param_names), absolute) for m in ok}
-                best = min(ok, key=lambda m: (aic[m], MODELS.index(m)))
-                selected_by = "AIC (too few samples for AICc)"
-                warnings.append(f"{what}: {n} samples are too few for AICc; chose {best} by AIC among the models "
-                                f"with a residual degree of freedom ({', '.join(ok)}). Choose the model explicitly "
-                                "if you can")
-            elif "mono" in fits and not fits["mono"].degenerate:
-                best = "mono"
-                selected_by = "only model determined"
-                warnings.append(f"{what}: {n} samples determine only a mono-exponential through them; no model "
-                                "comparison was possible")
-            else:
-                raise ModelFitError(f"{what}: no model could be fitted to these {n} samples "
-                                    f"({'; '.join(f'{k}: {v}' for k, v in notes.items())}); use method='trapezoid'")
+        best, selected_by = _select_auto(fits, aicc, notes, fit_warnings, n, absolute, warnings, what)
     else:
         best = model
         selected_by = "explicit"
@@ -627,6 +635,48 @@ def _fit_integral(t, y, sd, model, tail, lam_phys, what) -> TimeIntegral:
         params={k: float(v) for k, v in zip(m.param_names, fit.theta, strict=True)}, param_names=m.param_names,
         covariance=None if fit.cov is None else tuple(tuple(float(v) for v in row) for row in fit.cov),
         aicc=aicc, t_eff_h=LN2 / slow, warnings=tuple(warnings), diagnostics=diagnostics)
+
+
+def _select_auto(fits: dict[str, _Fit], aicc: dict[str, float | None], notes: dict[str, str],
+                 fit_warnings: dict[str, list[str]], n: int, absolute: bool, warnings: list[str],
+                 what: str) -> tuple[str, str]:
+    """The model of ``auto`` and how it was chosen (rules in :func:`time_integral`); appends warnings."""
+    # determined models with a residual degree of freedom: those an information criterion can compare at all
+    wider = [m for m in MODELS if m in fits and not fits[m].degenerate and n > len(_MODELS[m].param_names)]
+    aic = {m: _aic(fits[m].wrss, n, len(_MODELS[m].param_names), absolute) for m in wider}
+    supported = [m for m in MODELS if aicc.get(m) is not None]
+    if supported:
+        best = min(supported, key=lambda m: (aicc[m], MODELS.index(m)))
+        alt = min(wider, key=lambda m: (aic[m], MODELS.index(m)))
+        if absolute and _misfit(fits[best], n):
+            # the models AICc can judge do not describe the data within values_sd (e.g. a mono-exponential
+            # through an uptake): compare every determined model with a residual dof by AIC instead
+            if alt != best and not _misfit(fits[alt], n):
+                warnings.append(f"{what}: the {best} model does not fit within values_sd; chose {alt} by AIC "
+                                f"among {', '.join(wider)} ({n} samples are too few for its AICc)")
+                return alt, "AIC (AICc choice misfits)"
+        elif len(supported) == 1 and fit_warnings.get(best):
+            # AICc judged one model only (no comparison) and that model needed the physical-half-life cap: it
+            # cannot follow the samples (e.g. a mono-exponential through an uptake phase); without values_sd
+            # there is no χ² test, so the cap is the sign of misfit. Compare by AIC with the other models.
+            if alt != best and not fit_warnings.get(alt):
+                warnings.append(f"{what}: AICc could judge only the {best} model, which needed the physical-"
+                                f"half-life cap; chose {alt} by AIC among {', '.join(wider)} ({n} samples are "
+                                "too few for its AICc). Choose the model explicitly if you can")
+                return alt, "AIC (AICc choice capped)"
+        return best, "AICc"
+    if wider:
+        best = min(wider, key=lambda m: (aic[m], MODELS.index(m)))
+        warnings.append(f"{what}: {n} samples are too few for AICc; chose {best} by AIC among the models "
+                        f"with a residual degree of freedom ({', '.join(wider)}). Choose the model explicitly "
+                        "if you can")
+        return best, "AIC (too few samples for AICc)"
+    if "mono" in fits and not fits["mono"].degenerate:
+        warnings.append(f"{what}: {n} samples determine only a mono-exponential through them; no model "
+                        "comparison was possible")
+        return "mono", "only model determined"
+    raise ModelFitError(f"{what}: no model could be fitted to these {n} samples "
+                        f"({'; '.join(f'{k}: {v}' for k, v in notes.items())}); use method='trapezoid'")
 
 
 # --------------------------------------------------------------------------------------------
