@@ -41,6 +41,8 @@ import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +70,7 @@ _SPLAT_MAX_POINTS = 2**16        # per shell; reached only below ~0.15 mm voxels
 _PHOTON_NEAR_FACTOR = (3.0, 6.0)  # photon taper from r1 = 3 h_max to r2 = 6 h_max
 _PHOTON_SHELLS_PER_VOXEL = 32.0
 _GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
+_DATA_FILES = ("lu177_icrp107.json", "water_photon_coefficients.json")
 
 _UNIT_FACTORS = {   # to mGy/(MBq·s)
     "mGy/(MBq·s)": 1.0, "mGy/(MBq*s)": 1.0, "mGy/MBq/s": 1.0,
@@ -98,10 +101,23 @@ def voxel_size_xyz_mm(voxel_size_mm, what: str = "voxel_size_mm") -> tuple[float
 
 
 def _check_density(density_g_per_cm3: float) -> float:
-    rho = float(density_g_per_cm3)
+    try:
+        rho = float(density_g_per_cm3)
+    except (TypeError, ValueError):
+        rho = math.nan
     if not (math.isfinite(rho) and rho > 0):
         raise PhysicsError(f"density_g_per_cm3 must be positive and finite, got {density_g_per_cm3!r}")
     return rho
+
+
+def _check_photon_radius(photon_radius_mm: float) -> float:
+    try:
+        radius = float(photon_radius_mm)
+    except (TypeError, ValueError):
+        radius = math.nan
+    if not (math.isfinite(radius) and radius >= 0):
+        raise PhysicsError(f"photon_radius_mm must be ≥ 0 and finite, got {photon_radius_mm!r}")
+    return radius
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,8 +308,7 @@ def compute_lu177_kernel_parts(voxel_size_mm, *, density_g_per_cm3: float = 1.0,
     """
     vox_mm = voxel_size_xyz_mm(voxel_size_mm)
     rho = _check_density(density_g_per_cm3)
-    if not (math.isfinite(photon_radius_mm) and photon_radius_mm >= 0):
-        raise PhysicsError(f"photon_radius_mm must be ≥ 0 and finite, got {photon_radius_mm!r}")
+    photon_radius_mm = _check_photon_radius(photon_radius_mm)
     h_cm = tuple(v / 10.0 for v in vox_mm)
     if dpk is None:
         dpk = lu177_electron_dpk(n_histories=n_histories, seed=seed, include_conversion=include_conversion)
@@ -380,11 +395,27 @@ def kernel_cache_dir() -> Path:
     return (Path(xdg) if xdg else home / ".cache") / "ludoseresponse"
 
 
+@lru_cache(maxsize=1)
+def _data_digest() -> str:
+    """SHA-256 of the packaged physics data (nuclide and photon coefficients): part of every cache key, so a
+    replaced data file (SOURCES.md allows it) never reuses kernels computed from the old one."""
+    h = hashlib.sha256()
+    for name in _DATA_FILES:
+        h.update(resources.files("LuDoseResponseLib.data").joinpath(name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _dpk_key() -> dict:
+    return {"dpk_model": DPK_MODEL_VERSION, "n_histories": _DPK_HISTORIES, "seed": _DPK_SEED,
+            "data": _data_digest()}
+
+
 def _request_key(vox_mm, rho, photon_radius_mm) -> dict:
     return {"model": KERNEL_MODEL_VERSION, "voxel_size_mm_xyz": [round(v, 6) for v in vox_mm],
             "density_g_per_cm3": round(rho, 6), "photon_radius_mm": round(float(photon_radius_mm), 6),
-            "dpk_model": DPK_MODEL_VERSION, "n_histories": _DPK_HISTORIES, "seed": _DPK_SEED,
-            "points_per_area": _SPLAT_POINTS_PER_AREA}
+            **_dpk_key(), "points_per_area": _SPLAT_POINTS_PER_AREA, "min_points": _SPLAT_MIN_POINTS,
+            "max_points": _SPLAT_MAX_POINTS, "photon_near_factor": list(_PHOTON_NEAR_FACTOR),
+            "photon_shells_per_voxel": _PHOTON_SHELLS_PER_VOXEL}
 
 
 def _cache_path(key: dict) -> Path:
@@ -441,7 +472,7 @@ def _store(path: Path, key: dict, parts: KernelParts) -> None:
 
 def cached_electron_dpk(*, use_cache: bool = True) -> RadialEnergyProfile:
     """The Lu-177 electron dose-point kernel, from the disk cache or the Monte Carlo (then cached)."""
-    key = {"dpk_model": DPK_MODEL_VERSION, "n_histories": _DPK_HISTORIES, "seed": _DPK_SEED}
+    key = _dpk_key()
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = kernel_cache_dir() / f"lu177_electron_dpk_{digest}.npz"
     if use_cache and path.is_file():
@@ -474,7 +505,7 @@ def lu177_kernel_parts(voxel_size_mm, *, density_g_per_cm3: float = 1.0, photon_
     """Electron and photon Lu-177 kernels for a voxel size, from the disk cache or computed (then cached)."""
     vox = voxel_size_xyz_mm(voxel_size_mm)
     rho = _check_density(density_g_per_cm3)
-    radius = _default_photon_radius_mm(vox) if photon_radius_mm is None else float(photon_radius_mm)
+    radius = _default_photon_radius_mm(vox) if photon_radius_mm is None else _check_photon_radius(photon_radius_mm)
     key = _request_key(vox, rho, radius)
     path = _cache_path(key)
     if use_cache:

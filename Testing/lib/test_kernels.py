@@ -371,6 +371,59 @@ def test_cache_rejects_a_tampered_array(tmp_path, monkeypatch):
     np.testing.assert_array_equal(K.lu177_voxel_kernel(8.0, photons=False), first)
 
 
+def test_unwritable_cache_still_gives_the_kernel_with_a_warning(tmp_path, monkeypatch, caplog):
+    # A cache folder that cannot be created (here: below a regular file, which fails even for root): the kernel
+    # is computed in memory, equal to the cached one, and the failure is logged.
+    monkeypatch.setenv("LUDR_CACHE_DIR", str(tmp_path / "ok"))
+    cached = K.lu177_voxel_kernel(7.5, photons=False)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("LUDR_CACHE_DIR", str(blocker / "cache"))
+    with caplog.at_level("WARNING"):
+        again = K.lu177_voxel_kernel(7.5, photons=False, density_g_per_cm3=1.0)
+        K.lu177_kernel_parts(7.5, photon_radius_mm=0.0)
+    np.testing.assert_array_equal(again, cached)
+    assert "could not write the kernel cache" in caplog.text
+    assert not blocker.is_dir()
+
+
+def test_concurrent_writers_leave_one_valid_cache_file(tmp_path, monkeypatch):
+    # Four processes compute and cache the same kernel at once: every write is atomic (temporary file, then
+    # os.replace), so the cache holds exactly one complete file that loads without recomputation.
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("LUDR_CACHE_DIR", str(tmp_path))
+    K.cached_electron_dpk()                  # the electron DPK on disk: the processes only integrate
+    env = dict(os.environ)
+    code = ("import numpy as np; from LuDoseResponseLib import kernels as K; "
+            "k = K.lu177_voxel_kernel(9.0, photon_radius_mm=40.0); print(repr(float(k.sum())))")
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    sums = {p.communicate(timeout=120)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    assert len(sums) == 1                                 # deterministic: every writer computed the same kernel
+    files = list(tmp_path.glob("lu177_dvk_9x9x9mm_*.npz"))
+    assert len(files) == 1 and not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+    key = K._request_key((9.0, 9.0, 9.0), 1.0, 40.0)
+    loaded = K._load_cached(files[0], key)
+    assert loaded is not None and repr(float(loaded.total.sum())) == sums.pop()
+
+
+def test_cache_key_includes_the_packaged_data():
+    # SOURCES.md lets users replace the data files: the key holds their digest, so old kernels are not reused.
+    import hashlib
+    from importlib import resources
+
+    h = hashlib.sha256()
+    for name in ("lu177_icrp107.json", "water_photon_coefficients.json"):
+        h.update(resources.files("LuDoseResponseLib.data").joinpath(name).read_bytes())
+    key = K._request_key((4.8, 4.8, 4.8), 1.0, 100.0)
+    assert key["data"] == h.hexdigest()[:16]
+    assert K._cache_path(key) != K._cache_path({**key, "data": "0" * 16})
+
+
 def test_default_cache_dir_is_the_user_cache(monkeypatch, tmp_path):
     monkeypatch.delenv("LUDR_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
@@ -394,6 +447,10 @@ def test_bad_density_and_photon_radius_are_refused():
         K.lu177_voxel_kernel(4.8, density_g_per_cm3=0.0)
     with pytest.raises(PhysicsError, match="photon_radius_mm"):
         K.compute_lu177_kernel_parts(4.8, photon_radius_mm=-1.0)
+    with pytest.raises(PhysicsError, match="photon_radius_mm"):
+        K.lu177_voxel_kernel(4.8, photon_radius_mm="wide")
+    with pytest.raises(PhysicsError, match="density"):
+        K.lu177_voxel_kernel(4.8, density_g_per_cm3="water")
 
 
 def test_bad_kernel_files_give_clear_errors(tmp_path):
