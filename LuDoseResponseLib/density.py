@@ -106,6 +106,9 @@ def density_on_grid(image: sitk.Image, reference: sitk.Image, *, unit: str = "au
     """
     if unit not in DENSITY_UNITS:
         raise InputError(f"density_unit must be one of {DENSITY_UNITS}, got {unit!r}")
+    if not isinstance(image, sitk.Image):
+        raise InputError(f"{what} must be a SimpleITK image (a CT in HU or a density map in g/cm3), "
+                         f"got {type(image).__name__}")
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{what} must be a scalar 3-D image, got dimension {image.GetDimension()} with "
                          f"{image.GetNumberOfComponentsPerPixel()} components")

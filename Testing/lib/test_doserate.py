@@ -344,6 +344,8 @@ def test_bad_arguments_give_clear_errors(physics_reference_dir):
         dr.dose_rate_map(img, kernel=lan48, include_photons=False)
     with pytest.raises(InputError, match="min_density"):
         dr.dose_rate_map(img, min_density_g_per_cm3=0.0)
+    with pytest.raises(InputError, match="density image must be a SimpleITK image"):
+        dr.dose_rate_map(img, density=np.ones((5, 5, 5)))
 
 
 def test_led_with_photons_adds_the_photon_kernel():
