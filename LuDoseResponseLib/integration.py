@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -164,6 +165,23 @@ def _check_samples(times_h, values, values_sd, what: str) -> tuple[np.ndarray, n
         if not np.all(np.isfinite(sd)) or np.any(sd < 0):
             raise InputError(f"{what}: values_sd must be finite and >= 0")
     return t, y, sd
+
+
+def _finite(name: str, x, what: str, *, positive: bool) -> float:
+    """``x`` as a finite float, > 0 (``positive``) or >= 0; an InputError naming ``name`` otherwise."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        v = math.nan
+    if not (math.isfinite(v) and (v > 0 if positive else v >= 0)):
+        raise InputError(f"{what}: {name} must be finite and {'> 0' if positive else '>= 0'}, got {x!r}")
+    return v
+
+
+def _check_tail_points(tail_points, what: str) -> int:
+    if isinstance(tail_points, bool) or not isinstance(tail_points, numbers.Integral) or tail_points < 2:
+        raise InputError(f"{what}: tail_points must be an integer >= 2, got {tail_points!r}")
+    return int(tail_points)
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str], what: str) -> None:
@@ -506,8 +524,7 @@ def time_integral(times_h, values, model: str = "auto", method: str = "fit", tai
     _check_choice("model", model, ("auto", *MODELS), what)
     _check_choice("tail", tail, TAILS, what)
     _check_choice("head", head, HEADS, what)
-    if not (half_life_h > 0 and math.isfinite(half_life_h)):
-        raise InputError(f"{what}: half_life_h must be positive and finite, got {half_life_h!r}")
+    half_life_h = _finite("half_life_h", half_life_h, what, positive=True)
     t, y, sd = _check_samples(times_h, values, values_sd, what)
     lam_phys = LN2 / half_life_h
     if method == "hanscheid":
@@ -524,8 +541,7 @@ def time_integral(times_h, values, model: str = "auto", method: str = "fit", tai
         return TimeIntegral(0.0, 0.0, "zero", method, tail, {}, (), None, {}, None,
                             (f"{what}: every sample is 0; the integral is 0",), {"n_points": int(t.size)})
     if method == "trapezoid":
-        if not (isinstance(tail_points, int) and tail_points >= 2):
-            raise InputError(f"{what}: tail_points must be an integer >= 2, got {tail_points!r}")
+        tail_points = _check_tail_points(tail_points, what)
         return _trapezoid(t, y, sd, head, tail, tail_points, lam_phys, what)
     return _fit_integral(t, y, sd, model, tail, lam_phys, what)
 
@@ -802,10 +818,9 @@ def madsen_2018(time_h: float, value: float, t_eff_h: float, *, t_eff_sd_h: floa
     the derivative with respect to T vanishes at t = T/ln2, Madsen's optimal sampling time.
     """
     t, y, sd = _check_single(time_h, value, value_sd, what)
-    if not (t_eff_h > 0 and math.isfinite(t_eff_h)):
-        raise InputError(f"{what}: population effective half-life must be positive and finite, got {t_eff_h!r} h")
-    if not (t_eff_sd_h >= 0 and math.isfinite(t_eff_sd_h)):
-        raise InputError(f"{what}: t_eff_sd_h must be finite and >= 0, got {t_eff_sd_h!r}")
+    t_eff_h = _finite("the population effective half-life (h)", t_eff_h, what, positive=True)
+    t_eff_sd_h = _finite("t_eff_sd_h", t_eff_sd_h, what, positive=False)
+    half_life_h = _finite("half_life_h", half_life_h, what, positive=True)
     warnings = []
     if t_eff_h > half_life_h * (1 + _CAP_TOLERANCE):
         warnings.append(f"{what}: population effective half-life {t_eff_h:g} h exceeds the physical half-life "
@@ -1010,9 +1025,17 @@ def voxelwise_time_integral(times_h, maps: Sequence, *, model: str = "mono", tai
     _check_choice("tail", tail, TAILS, what)
     _check_choice("head", head, HEADS, what)
     t = _as_1d("times_h", times_h, what)
-    if len(maps) != t.size:
-        raise InputError(f"{what}: {t.size} times but {len(maps)} maps")
+    try:
+        n_maps = len(maps)
+    except TypeError:
+        raise InputError(f"{what}: maps must be a sequence of images or arrays, got {type(maps).__name__}") from None
+    if n_maps != t.size:
+        raise InputError(f"{what}: {t.size} times but {n_maps} maps")
     _check_samples(t, np.zeros(t.size), None, what)
+    half_life_h = _finite("half_life_h", half_life_h, what, positive=True)
+    tail_points = _check_tail_points(tail_points, what)
+    if isinstance(chunk_voxels, bool) or not isinstance(chunk_voxels, numbers.Integral) or chunk_voxels < 1:
+        raise InputError(f"{what}: chunk_voxels must be a positive integer, got {chunk_voxels!r}")
     if t.size < 2:
         raise InputError(f"{what}: voxel-wise integration needs at least two time points")
     import SimpleITK as sitk
@@ -1109,7 +1132,10 @@ def sum_cycles(cycles: Sequence[int], doses_gy, activities_mbq, *, sds_gy=None, 
     """
     from LuDoseResponseLib.uncertainty import combine_cycle_sds
 
-    n = len(cycles)
+    try:
+        n = len(cycles)
+    except TypeError:
+        raise InputError(f"{what}: cycles must be a sequence of cycle numbers, got {cycles!r}") from None
     d = _as_1d("doses_gy", doses_gy, what)
     a = _as_1d("activities_mbq", activities_mbq, what)
     if d.size != n or a.size != n:
@@ -1126,9 +1152,11 @@ def sum_cycles(cycles: Sequence[int], doses_gy, activities_mbq, *, sds_gy=None, 
         keep = np.array([_as_datetime(x, what) < limit for x in administered_at])
     sd = None
     if sds_gy is not None:
-        s = [None if v is None else float(v) for v in sds_gy]
+        s = [None if v is None else _finite("each cycle SD (Gy)", v, what, positive=False) for v in sds_gy]
         if len(s) != n:
             raise InputError(f"{what}: {n} cycles but {len(s)} SDs")
+        if calibration_sd_gy is not None and len(calibration_sd_gy) != n:
+            raise InputError(f"{what}: {n} cycles but {len(calibration_sd_gy)} calibration SDs")
         if all(s[i] is not None for i in range(n) if keep[i]):
             cal = None if calibration_sd_gy is None else [calibration_sd_gy[i] for i in range(n) if keep[i]]
             sd = combine_cycle_sds([s[i] for i in range(n) if keep[i]], calibration_sd_gy=cal,

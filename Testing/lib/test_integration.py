@@ -424,10 +424,40 @@ def test_single_time_point_via_time_integral():
     ([24.0], [1.0], {}, "one sample cannot be fitted"),
     ([1, 24, 96], [1.0, 0.5, 0.3], {"values_sd": [0.1, 0.0, 0.1]}, "values_sd must be > 0"),
     ([1, 24, 96], [1.0, 0.5, 0.3], {"values_sd": [0.1, 0.1]}, "values_sd has 2 entries"),
+    ([1, 24, 96], [1.0, 0.5, 0.3], {"half_life_h": "6.647 d"}, "half_life_h must be finite and > 0"),
+    ([1, 24, 96], [1.0, 0.5, 0.3], {"half_life_h": None}, "half_life_h"),
+    ([1, 24, 96], [1.0, 0.5, 0.3], {"method": "trapezoid", "tail_points": 1}, "tail_points"),
+    ([1, 24, 96], [1.0, 0.5, 0.3], {"method": "trapezoid", "tail_points": True}, "tail_points"),
+    ([50.0], [1.0], {"method": "madsen", "population_t_eff_h": "70 h"}, "population effective half-life"),
+    ([50.0], [1.0], {"method": "madsen", "population_t_eff_h": 70.0, "population_t_eff_sd_h": None}, "t_eff_sd_h"),
 ])
 def test_bad_input_raises_library_error(times, values, kwargs, match):
     with pytest.raises(InputError, match=match):
         time_integral(times, values, **kwargs)
+
+
+def test_tail_points_accepts_numpy_integers():
+    t, y = np.array([1.0, 24.0, 96.0, 168.0]), np.array([1.0, 2.0, 1.5, 0.9])
+    lam = math.log(1.5 / 0.9) / 72.0          # the two last samples: the fitted tail is their exponential
+    r = time_integral(t, y, method="trapezoid", tail_points=np.int64(2))
+    assert r.params["lambda_tail_per_h"] == pytest.approx(lam, rel=1e-12)
+
+
+def test_voxelwise_and_cycle_sum_bad_arguments_are_library_errors():
+    maps = [np.ones(3), 0.5 * np.ones(3)]
+    for kwargs, match in (({"half_life_h": 0.0}, "half_life_h"), ({"chunk_voxels": 0}, "chunk_voxels"),
+                          ({"model": "trapezoid", "tail_points": 0}, "tail_points")):
+        with pytest.raises(InputError, match=match):
+            voxelwise_time_integral([1.0, 24.0], maps, **kwargs)
+    with pytest.raises(InputError, match="maps must be a sequence"):
+        voxelwise_time_integral([1.0, 24.0], None)
+    with pytest.raises(InputError, match="2 cycles but 1 calibration SDs"):
+        sum_cycles([1, 2], [1.0, 2.0], [7400.0, 7400.0], sds_gy=[0.1, 0.2], calibration_sd_gy=[0.05],
+                   calibration_correlation=1.0)
+    with pytest.raises(InputError, match="cycle SD"):
+        sum_cycles([1, 2], [1.0, 2.0], [7400.0, 7400.0], sds_gy=["0.1", "n/a"])
+    with pytest.raises(InputError, match="cycles must be a sequence"):
+        sum_cycles(None, [1.0], [7400.0])
 
 
 def test_all_zero_samples_integrate_to_zero():
