@@ -32,14 +32,27 @@ from LuDoseResponseLib.errors import InputError
 COMPONENTS = ("calibration", "recovery", "volume", "fit")
 
 
-def _nonneg(name: str, x: float, what: str) -> float:
+def _number(name: str, x, what: str) -> float:
     try:
         v = float(x)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{what}: {name} must be a number, got {x!r}") from exc
-    if not (math.isfinite(v) and v >= 0):
+    if not math.isfinite(v):
+        raise InputError(f"{what}: {name} must be finite, got {x!r}")
+    return v
+
+
+def _nonneg(name: str, x: float, what: str) -> float:
+    v = _number(name, x, what)
+    if v < 0:
         raise InputError(f"{what}: {name} must be finite and >= 0, got {x!r}")
     return v
+
+
+def _sequence(name: str, x, what: str) -> list:
+    if isinstance(x, (str, bytes)) or not hasattr(x, "__len__"):
+        raise InputError(f"{what}: {name} must be a sequence of numbers, got {x!r}")
+    return list(x)
 
 
 @dataclass(frozen=True)
@@ -73,7 +86,10 @@ class DoseUncertainty:
 
 def count_statistics_rel_sd(counts) -> np.ndarray:
     """Relative SD of a count sum from Poisson statistics: 1/√N per time point."""
-    n = np.asarray(counts, dtype=float)
+    try:
+        n = np.asarray(counts, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"count statistics: counts must be numbers, got {counts!r}") from exc
     if n.size == 0 or not np.all(np.isfinite(n)) or np.any(n <= 0):
         raise InputError(f"count statistics: counts must be finite and > 0, got {np.ravel(n).tolist()[:5]}")
     return 1.0 / np.sqrt(n)
@@ -91,11 +107,11 @@ def volume_sensitivity(volume_ml: float, recovery_coefficient: float | None = No
     v = _nonneg("volume_ml", volume_ml, "volume sensitivity")
     s = -1.0 if mass_from_volume else 0.0
     if recovery_coefficient is not None:
-        rc = float(recovery_coefficient)
-        if not (0 < rc <= 1.5 and math.isfinite(rc)):
+        rc = _number("recovery coefficient", recovery_coefficient, "volume sensitivity")
+        if not 0 < rc <= 1.5:
             raise InputError("volume sensitivity: recovery coefficient must be in (0, 1.5], "
                              f"got {recovery_coefficient!r}")
-        s -= v * float(drc_dv_per_ml) / rc
+        s -= v * _number("drc_dv_per_ml", drc_dv_per_ml, "volume sensitivity") / rc
     return s
 
 
@@ -117,7 +133,8 @@ def cycle_dose_uncertainty(dose_gy: float, *, fit_sd_gy: float, calibration_rel_
     comps = {
         "calibration": _nonneg("calibration_rel_sd", calibration_rel_sd, what),
         "recovery": _nonneg("recovery_rel_sd", recovery_rel_sd, what),
-        "volume": abs(float(volume_sensitivity)) * _nonneg("volume_rel_sd", volume_rel_sd, what),
+        "volume": abs(_number("volume_sensitivity", volume_sensitivity, what))
+        * _nonneg("volume_rel_sd", volume_rel_sd, what),
         "fit": (_nonneg("fit_sd_gy", fit_sd_gy, what) / d) if d > 0 else 0.0,
     }
     rel = math.sqrt(sum(v * v for v in comps.values()))
@@ -132,13 +149,14 @@ def combine_cycle_sds(sds_gy: Sequence[float], *, calibration_sd_gy: Sequence[fl
     σ_i) and a correlation ρ of the calibration errors between cycles (1: one calibration for all):
     σ² = Σ σ_i² + ρ·Σ_{i≠j} c_i c_j.
     """
-    s = np.array([_nonneg("cycle SD", v, what) for v in sds_gy], dtype=float)
+    s = np.array([_nonneg("cycle SD", v, what) for v in _sequence("sds_gy", sds_gy, what)], dtype=float)
     rho = _nonneg("calibration_correlation", calibration_correlation, what)
     if rho > 1:
         raise InputError(f"{what}: calibration_correlation must be in [0, 1], got {calibration_correlation!r}")
     var = float(np.sum(s ** 2))
     if calibration_sd_gy is not None and rho > 0:
-        c = np.array([_nonneg("calibration SD", v, what) for v in calibration_sd_gy], dtype=float)
+        c = np.array([_nonneg("calibration SD", v, what)
+                      for v in _sequence("calibration_sd_gy", calibration_sd_gy, what)], dtype=float)
         if c.size != s.size:
             raise InputError(f"{what}: {s.size} cycle SDs but {c.size} calibration SDs")
         if np.any(c > s * (1 + 1e-12)):

@@ -135,6 +135,16 @@ def test_bad_input():
         combine_cycle_sds([1.0], calibration_correlation=1.5)
     with pytest.raises(InputError, match="recovery coefficient"):
         volume_sensitivity(10.0, 0.0, 0.1)
+    with pytest.raises(InputError, match="recovery coefficient must be a number"):
+        volume_sensitivity(10.0, "high", 0.1)
+    with pytest.raises(InputError, match="drc_dv_per_ml"):
+        volume_sensitivity(10.0, 0.8, "steep")
+    with pytest.raises(InputError, match="sds_gy must be a sequence"):
+        combine_cycle_sds(None)
+    with pytest.raises(InputError, match="counts must be numbers"):
+        count_statistics_rel_sd(["many"])
+    with pytest.raises(InputError, match="volume_sensitivity"):
+        cycle_dose_uncertainty(10.0, fit_sd_gy=0.1, volume_sensitivity=float("nan"))
 
 
 def test_to_dict_is_plain():
