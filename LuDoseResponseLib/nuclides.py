@@ -14,6 +14,8 @@ from importlib import resources
 
 import numpy as np
 
+from LuDoseResponseLib.errors import PhysicsError
+
 MEV_TO_J = 1.602176634e-13
 HOURS_PER_DAY = 24.0
 
@@ -97,7 +99,7 @@ def lu177() -> Nuclide:
     )
 
 
-LU177_HALF_LIFE_H = 6.647 * HOURS_PER_DAY
+LU177_HALF_LIFE_H = lu177().half_life_h        # 6.647 d = 159.528 h, from the packaged data (one source)
 LU177_DECAY_CONSTANT_PER_H = math.log(2.0) / LU177_HALF_LIFE_H
 
 
@@ -106,14 +108,19 @@ def decay_factor(elapsed_h, half_life_h: float = LU177_HALF_LIFE_H):
 
     Negative ``elapsed_h`` gives a factor above 1 (decay back in time).
     """
-    from LuDoseResponseLib.errors import PhysicsError
-
-    if not (half_life_h > 0 and math.isfinite(half_life_h)):
+    try:
+        hl = float(half_life_h)
+    except (TypeError, ValueError):
+        hl = math.nan
+    if not (hl > 0 and math.isfinite(hl)):
         raise PhysicsError(f"half-life must be positive and finite, got {half_life_h!r} h")
-    elapsed = np.asarray(elapsed_h, dtype=float)
+    try:
+        elapsed = np.asarray(elapsed_h, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise PhysicsError(f"elapsed time for decay correction must be numbers (hours), got {elapsed_h!r}") from exc
     if not np.all(np.isfinite(elapsed)):
         raise PhysicsError("elapsed time for decay correction contains NaN or infinity")
-    out = np.exp(-math.log(2.0) / half_life_h * elapsed)
+    out = np.exp(-math.log(2.0) / hl * elapsed)
     return float(out) if out.ndim == 0 else out
 
 
@@ -122,5 +129,10 @@ def decay_correct(value, from_time_h, to_time_h, half_life_h: float = LU177_HALF
 
     A(t_to) = A(t_from)·exp(−λ·(t_to − t_from)).
     """
-    return np.asarray(value, dtype=float) * decay_factor(np.asarray(to_time_h) - np.asarray(from_time_h),
-                                                         half_life_h)
+    try:
+        v = np.asarray(value, dtype=float)
+        dt = np.asarray(to_time_h, dtype=float) - np.asarray(from_time_h, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise PhysicsError(f"decay correction needs numbers: value {value!r}, from {from_time_h!r} h, "
+                           f"to {to_time_h!r} h") from exc
+    return v * decay_factor(dt, half_life_h)

@@ -101,7 +101,14 @@ def test_decay_factor_rejects_non_finite_time(bad):
         decay_factor(bad)
 
 
-@pytest.mark.parametrize("half_life", [0.0, -1.0, float("nan")])
+def test_decay_correction_rejects_non_numbers():
+    with pytest.raises(PhysicsError, match="must be numbers"):
+        decay_factor("one day")
+    with pytest.raises(PhysicsError, match="needs numbers"):
+        decay_correct("10 MBq", 0.0, 24.0)
+
+
+@pytest.mark.parametrize("half_life", [0.0, -1.0, float("nan"), "6.6 d", None])
 def test_decay_factor_rejects_bad_half_life(half_life):
     with pytest.raises(PhysicsError, match="half-life"):
         decay_factor(1.0, half_life_h=half_life)
