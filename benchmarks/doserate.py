@@ -87,6 +87,7 @@ def bench_kernel_generation() -> None:
     from LuDoseResponseLib import electron_transport, kernels
 
     electron_transport._electron_dpk_cached.cache_clear()
+    saved = os.environ.get("LUDR_CACHE_DIR")
     with tempfile.TemporaryDirectory() as cache:
         os.environ["LUDR_CACHE_DIR"] = cache
         t0 = time.perf_counter()
@@ -99,7 +100,10 @@ def bench_kernel_generation() -> None:
         t0 = time.perf_counter()
         kernels.lu177_voxel_kernel(4.42)
         cached = time.perf_counter() - t0
-    del os.environ["LUDR_CACHE_DIR"]
+    if saved is None:             # leave the caller's cache setting as it was
+        del os.environ["LUDR_CACHE_DIR"]
+    else:
+        os.environ["LUDR_CACHE_DIR"] = saved
     print("kernel generation (new voxel size, empty cache, includes the electron Monte Carlo): "
           f"{first:.2f} s  [target ≤ 10 s]")
     print(f"kernel generation (another new voxel size, dose-point kernel cached): {second:.2f} s")
