@@ -1,4 +1,6 @@
-"""Time integration of dose-rate (or activity) samples: per cycle, single time point, voxel-wise, over cycles.
+"""Time integration of dose-rate (or activity) samples: per cycle, single time point, over cycles.
+
+Voxel-wise integration (dose maps from dose-rate maps) is in :mod:`voxelwise_integration`.
 
 Time is hours since administration (t ≥ 0; a t = 0 sample is allowed). The integral of the
 values over time is in value·h: dose rates in Gy/h give Gy, activities in MBq give MBq·h.
@@ -699,82 +701,98 @@ def _select_auto(fits: dict[str, _Fit], aicc: dict[str, float | None], notes: di
 # Trapezoid with explicit head and tail
 # --------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _TrapezoidParts:
-    head: float
-    body: float
-    tail: float
-    lam_tail: float
-    tail_note: str      # "" or why the tail fell back / was capped
-    capped_by: float    # fitted λ / λ_phys when capped, else 0
+@dataclass(frozen=True, eq=False)
+class TrapezoidColumns:
+    """Trapezoid integrals of N curves sampled at the same times (arrays of length N, value·h).
+
+    ``lam_tail``: the decay constant after the last sample (fitted, or λ_phys where physical, capped or
+    not fitted); ``fitted``: the tail fit had two positive samples; ``lam_fitted``: its raw value (λ_phys
+    where not fitted), below λ_phys where the tail was capped.
+    """
+
+    head: np.ndarray
+    body: np.ndarray
+    tail: np.ndarray
+    lam_tail: np.ndarray
+    fitted: np.ndarray
+    lam_fitted: np.ndarray
+
+    @property
+    def total(self) -> np.ndarray:
+        return self.head + self.body + self.tail
 
 
-def _tail_rate(t, y, sd, tail_points: int, lam_phys: float) -> tuple[float, str, float]:
-    """Effective λ of the last samples (at or after the maximum), by weighted LS on ln y."""
-    start = int(np.argmax(y))
-    idx = np.arange(start, t.size)[-tail_points:]
-    idx = idx[y[idx] > 0]
-    if idx.size < 2:
-        return lam_phys, "fewer than two positive samples at or after the maximum; physical decay used", 0.0
-    ti, li = t[idx], np.log(y[idx])
-    w = np.ones(idx.size) if sd is None else (y[idx] / np.maximum(sd[idx], 1e-300)) ** 2
-    tm = (w * ti).sum() / w.sum()
-    lm = (w * li).sum() / w.sum()
-    slope = (w * (ti - tm) * (li - lm)).sum() / (w * (ti - tm) ** 2).sum()
-    lam = -float(slope)
-    if lam < lam_phys:
-        return lam_phys, "capped", lam / lam_phys
-    return lam, "", 0.0
+def trapezoid_columns(t: np.ndarray, y: np.ndarray, log_weights, head: str, tail: str, tail_points: int,
+                      lam_phys: float) -> TrapezoidColumns:
+    """Trapezoid rule with explicit head and tail for every column of ``y`` (n_t × N), vectorised.
 
-
-def _trapezoid_parts(t, y, sd, head: str, tail: str, tail_points: int, lam_phys: float) -> _TrapezoidParts:
-    t0, y0 = float(t[0]), float(y[0])
-    head_value = 0.0 if t0 == 0 else (0.5 * t0 * y0 if head == "linear" else t0 * y0)
-    body = float(np.sum(np.diff(t) * (y[1:] + y[:-1]) * 0.5))
-    if tail == "physical":
-        lam, note, capped_by = lam_phys, "", 0.0
-    else:
-        lam, note, capped_by = _tail_rate(t, y, sd, tail_points, lam_phys)
-    return _TrapezoidParts(head_value, body, float(y[-1]) / lam, lam, note, capped_by)
+    Head (before the first sample): ``linear`` from 0 at administration (t₀·y₀/2) or ``constant`` (t₀·y₀);
+    none for a t = 0 sample. Tail: ``physical``, y_last/λ_phys; or ``fit``, y_last/λ with λ from a weighted
+    least-squares line through ln y of the last ``tail_points`` samples taken at or after the maximum
+    (positive ones only, at least two, else λ_phys), capped at λ_phys. ``log_weights``: weights of ln y_i,
+    (y_i/σ_i)², broadcastable to ``y``; None for equal weights.
+    """
+    n = t.size
+    n_cols = y.shape[1]
+    head_v = np.zeros(n_cols) if t[0] == 0 else (0.5 if head == "linear" else 1.0) * t[0] * y[0]
+    body = np.sum(np.diff(t)[:, None] * (y[1:] + y[:-1]) * 0.5, axis=0)
+    lam_fit = np.full(n_cols, lam_phys)
+    ok = np.zeros(n_cols, bool)
+    if tail == "fit":
+        start = np.maximum(np.argmax(y, axis=0), n - tail_points)
+        use = (np.arange(n)[:, None] >= start[None, :]) & (y > 0)
+        w = use * (1.0 if log_weights is None else np.broadcast_to(log_weights, y.shape))
+        ln = np.log(np.where(y > 0, y, 1.0))
+        ok = use.sum(0) >= 2
+        sw = np.where(ok, w.sum(0), 1.0)
+        tm = (w * t[:, None]).sum(0) / sw
+        lm = (w * ln).sum(0) / sw
+        den = np.where(ok, (w * (t[:, None] - tm) ** 2).sum(0), 1.0)
+        lam_fit = np.where(ok, -(w * (t[:, None] - tm) * (ln - lm)).sum(0) / den, lam_phys)
+    lam = np.maximum(lam_fit, lam_phys)
+    return TrapezoidColumns(head_v, body, y[-1] / lam, lam, ok, lam_fit)
 
 
 def _trapezoid(t, y, sd, head, tail, tail_points, lam_phys, what) -> TimeIntegral:
-    parts = _trapezoid_parts(t, y, sd, head, tail, tail_points, lam_phys)
-    value = parts.head + parts.body + parts.tail
+    # Column 0 is the data; with values_sd, columns 1..2n are y ± h·e_i for the central-difference gradient
+    # (one-sided where y_i − h would not be positive), all in one vectorised call.
+    cols = [y[:, None]]
+    if sd is not None:
+        h = 1e-6 * np.maximum(y, 1e-9 * float(np.max(y)))
+        down_ok = y - h > 0
+        eye = np.eye(t.size)
+        cols += [y[:, None] + eye * h, y[:, None] - eye * np.where(down_ok, h, 0.0)]
+    ys = np.concatenate(cols, axis=1)
+    log_w = None if sd is None else (ys / np.maximum(sd, 1e-300)[:, None]) ** 2
+    tc = trapezoid_columns(t, ys, log_w, head, tail, tail_points, lam_phys)
+    value = float(tc.total[0])
     warnings: list[str] = []
-    if parts.tail_note == "capped" and parts.capped_by < 1 - _CAP_TOLERANCE:
-        t_fit = "∞" if parts.capped_by <= 0 else f"{LN2 / (parts.capped_by * lam_phys):.4g}"
+    capped = tail == "fit" and bool(tc.fitted[0]) and tc.lam_fitted[0] < lam_phys
+    if capped and tc.lam_fitted[0] < lam_phys * (1 - _CAP_TOLERANCE):
+        t_fit = "∞" if tc.lam_fitted[0] <= 0 else f"{LN2 / tc.lam_fitted[0]:.4g}"
         warnings.append(f"{what}: the tail exponential fitted to the last samples has an effective half-life of "
                         f"{t_fit} h, longer than the physical half-life {LN2 / lam_phys:.4g} h; capped to the "
                         "physical half-life")
-    elif parts.tail_note and parts.tail_note != "capped":
-        warnings.append(f"{what}: tail: {parts.tail_note}")
+    elif tail == "fit" and not tc.fitted[0]:
+        warnings.append(f"{what}: tail: fewer than two positive samples at or after the maximum; physical decay "
+                        "used")
     sd_value = None
     if sd is not None:
-        grad = np.zeros(t.size)
-        for i in range(t.size):
-            h = 1e-6 * max(float(y[i]), 1e-9 * float(np.max(y)))
-            up, dn = y.copy(), y.copy()
-            up[i] += h
-            if y[i] - h > 0:
-                dn[i] -= h
-                step = 2 * h
-            else:
-                step = h
-            f_up = _trapezoid_parts(t, up, sd, head, tail, tail_points, lam_phys)
-            f_dn = _trapezoid_parts(t, dn, sd, head, tail, tail_points, lam_phys)
-            grad[i] = ((f_up.head + f_up.body + f_up.tail) - (f_dn.head + f_dn.body + f_dn.tail)) / step
+        n = t.size
+        step = h * np.where(down_ok, 2.0, 1.0)
+        grad = (tc.total[1:n + 1] - tc.total[n + 1:]) / step
         sd_value = float(math.sqrt(np.sum((grad * sd) ** 2)))
     else:
         warnings.append(f"{what}: trapezoid SD needs values_sd (the SD of each sample); sd is None")
     for w in warnings:
         log.warning(w)
-    diagnostics = {"n_points": int(t.size), "head": head, "head_value": parts.head, "body_value": parts.body,
-                   "tail_value": parts.tail, "t_last_h": float(t[-1]), "tail_points": int(tail_points),
-                   "capped": parts.tail_note == "capped"}
-    return TimeIntegral(value=float(value), sd=sd_value, model="trapezoid", method="trapezoid", tail=tail,
-                        params={"lambda_tail_per_h": parts.lam_tail}, param_names=("lambda_tail_per_h",),
-                        covariance=None, aicc={}, t_eff_h=LN2 / parts.lam_tail, warnings=tuple(warnings),
+    lam_tail = float(tc.lam_tail[0])
+    diagnostics = {"n_points": int(t.size), "head": head, "head_value": float(tc.head[0]),
+                   "body_value": float(tc.body[0]), "tail_value": float(tc.tail[0]), "t_last_h": float(t[-1]),
+                   "tail_points": int(tail_points), "capped": capped}
+    return TimeIntegral(value=value, sd=sd_value, model="trapezoid", method="trapezoid", tail=tail,
+                        params={"lambda_tail_per_h": lam_tail}, param_names=("lambda_tail_per_h",),
+                        covariance=None, aicc={}, t_eff_h=LN2 / lam_tail, warnings=tuple(warnings),
                         diagnostics=diagnostics)
 
 
@@ -840,7 +858,7 @@ def madsen_2018(time_h: float, value: float, t_eff_h: float, *, t_eff_sd_h: floa
 
 
 # --------------------------------------------------------------------------------------------
-# Per tumour (VOI mean) and voxel-wise
+# Per tumour (VOI mean)
 # --------------------------------------------------------------------------------------------
 
 def _as_array_on_grid(image, reference, what: str, name: str) -> np.ndarray:
@@ -893,200 +911,6 @@ def tumour_cycle_dose(times_h, dose_rate_maps: Sequence, mask, *, what: str = "t
         raise InputError(f"{what}: the mean dose rate in the VOI is negative at time index "
                          f"{int(np.flatnonzero(negative)[0])}; check the dose-rate maps")
     return time_integral(times_h, rates, what=what, **kwargs)
-
-
-@dataclass(frozen=True, eq=False)   # holds arrays/images: compare by identity
-class VoxelwiseIntegral:
-    """Voxel-wise time integrals (value·h per voxel, e.g. a dose map in Gy from dose-rate maps in Gy/h).
-
-    ``lambda_per_h``: the effective decay constant used after the last sample (fitted, or the
-    physical one where capped). ``fallback``: voxels integrated by trapezoid because a sample was
-    ≤ 0 (model ``mono`` only).
-    """
-
-    integral: np.ndarray
-    lambda_per_h: np.ndarray
-    fallback: np.ndarray
-    n_capped: int
-    model: str
-    tail: str
-    reference: object = None   # SimpleITK image whose grid the maps had, or None
-
-    def integral_image(self):
-        """The integral as a SimpleITK image on the maps' grid (needs SimpleITK maps as input)."""
-        from LuDoseResponseLib.imaging import image_like
-
-        if self.reference is None:
-            raise InputError("voxel-wise integral: the maps were numpy arrays; there is no grid to attach")
-        return image_like(self.integral.astype(np.float32), self.reference)
-
-    def to_dict(self) -> dict:
-        return {"model": self.model, "tail": self.tail, "shape": list(self.integral.shape),
-                "n_fallback": int(self.fallback.sum()), "n_capped": int(self.n_capped),
-                "integral_sum": float(self.integral.sum()), "integral_max": float(self.integral.max())}
-
-
-def _vw_trapezoid(t, y, rel, head, tail, tail_points, lam_phys):
-    """Vectorised trapezoid (y: n_t × N); the same rules as the scalar trapezoid."""
-    n = t.size
-    head_v = np.zeros(y.shape[1]) if t[0] == 0 else (0.5 if head == "linear" else 1.0) * t[0] * y[0]
-    body = np.sum(np.diff(t)[:, None] * (y[1:] + y[:-1]) * 0.5, axis=0)
-    lam = np.full(y.shape[1], lam_phys)
-    capped = np.zeros(y.shape[1], bool)
-    if tail == "fit":
-        start = np.maximum(np.argmax(y, axis=0), n - tail_points)
-        j = np.arange(n)[:, None]
-        use = (j >= start[None, :]) & (y > 0)
-        w = use / (rel[:, None] ** 2)
-        ln = np.log(np.where(y > 0, y, 1.0))
-        sw = w.sum(0)
-        ok = use.sum(0) >= 2
-        sw_safe = np.where(ok, sw, 1.0)
-        tm = (w * t[:, None]).sum(0) / sw_safe
-        lm = (w * ln).sum(0) / sw_safe
-        den = (w * (t[:, None] - tm) ** 2).sum(0)
-        slope = (w * (t[:, None] - tm) * (ln - lm)).sum(0) / np.where(ok, den, 1.0)
-        fitted = np.where(ok, -slope, lam_phys)
-        capped = ok & (fitted < lam_phys * (1 - _CAP_TOLERANCE))
-        lam = np.maximum(fitted, lam_phys)
-    return head_v + body + y[-1] / lam, lam, capped
-
-
-def _vw_mono(t, y, rel, tail, lam_phys, iterations: int = 100):
-    """Vectorised weighted LS fit of A·e^(−λt) with σ_ij = rel_i·y_ij (all y > 0); λ capped at λ_phys."""
-    w = 1.0 / (rel[:, None] * y) ** 2
-    wl = 1.0 / rel ** 2
-    ln = np.log(y)
-    tm = (wl @ t) / wl.sum()
-    slope = (wl[:, None] * (t - tm)[:, None] * (ln - (wl @ ln) / wl.sum())).sum(0) / (wl * (t - tm) ** 2).sum()
-    lam = np.clip(-slope, _RATE_BOUNDS_PER_H[0], _RATE_BOUNDS_PER_H[1])
-    amp = np.exp((wl @ ln) / wl.sum() + lam * tm)
-    tt = t[:, None]
-
-    def wrss(a, lm):
-        return (w * (a * np.exp(-lm * tt) - y) ** 2).sum(0)
-
-    cur = wrss(amp, lam)
-    mu = np.full(y.shape[1], 1e-3)
-    active = np.arange(y.shape[1])          # Levenberg–Marquardt on the voxels not yet converged
-    for _ in range(iterations):
-        if active.size == 0:
-            break
-        a, lm, wa, ya, m = amp[active], lam[active], w[:, active], y[:, active], mu[active]
-        e = np.exp(-lm * tt)
-        r = a * e - ya
-        jl = -a * tt * e
-        a11, a12, a22 = (wa * e * e).sum(0), (wa * e * jl).sum(0), (wa * jl * jl).sum(0)
-        g1, g2 = (wa * e * r).sum(0), (wa * jl * r).sum(0)
-        b11, b22 = a11 * (1 + m), a22 * (1 + m)
-        det = b11 * b22 - a12 * a12
-        det = np.where(det > 0, det, np.inf)
-        da = -(b22 * g1 - a12 * g2) / det
-        dl = -(b11 * g2 - a12 * g1) / det
-        a_new = np.maximum(a + da, 0.0)
-        l_new = np.clip(lm + dl, _RATE_BOUNDS_PER_H[0], _RATE_BOUNDS_PER_H[1])
-        trial = (wa * (a_new * np.exp(-l_new * tt) - ya) ** 2).sum(0)
-        better = trial < cur[active]
-        amp[active] = np.where(better, a_new, a)
-        lam[active] = np.where(better, l_new, lm)
-        cur[active] = np.where(better, trial, cur[active])
-        mu[active] = np.where(better, m / 3.0, m * 4.0)
-        small_step = (np.abs(da) <= 1e-10 * np.maximum(a, 1e-300)) & (np.abs(dl) <= 1e-10 * lm)
-        done = small_step | (mu[active] > 1e12)
-        active = active[~done]
-    capped = lam < lam_phys * (1 - _CAP_TOLERANCE)
-    low = lam < lam_phys
-    if np.any(low):
-        e = np.exp(-lam_phys * tt[:, :1])
-        amp_fixed = (w[:, low] * e * y[:, low]).sum(0) / (w[:, low] * e * e).sum(0)
-        amp = amp.copy()
-        amp[low] = amp_fixed
-        lam = np.where(low, lam_phys, lam)
-    if tail == "fit":
-        value = amp / lam
-    else:
-        t_last = t[-1]
-        value = amp * (-np.expm1(-lam * t_last)) / lam + amp * np.exp(-lam * t_last) / lam_phys
-    return value, lam, capped
-
-
-def voxelwise_time_integral(times_h, maps: Sequence, *, model: str = "mono", tail: str = "fit", mask=None,
-                            rel_sd=None, head: str = "linear", tail_points: int = 3,
-                            half_life_h: float = LU177_HALF_LIFE_H, chunk_voxels: int = 1_000_000,
-                            what: str = "voxel-wise integral") -> VoxelwiseIntegral:
-    """Integrate a time series of maps voxel by voxel, vectorised over voxels (no per-voxel Python loop).
-
-    ``model``: ``mono`` (weighted LS fit of A·e^(−λt) per voxel with σ ∝ y, the same objective as
-    :func:`time_integral` with ``values_sd = rel_sd·y``; voxels with a sample ≤ 0 fall back to the
-    trapezoid) or ``trapezoid`` (the rules of :func:`time_integral`'s trapezoid). ``rel_sd``: the
-    relative SD of each time point (default equal). Voxels outside ``mask`` get 0.
-    """
-    _check_choice("model", model, ("mono", "trapezoid"), what)
-    _check_choice("tail", tail, TAILS, what)
-    _check_choice("head", head, HEADS, what)
-    t = _as_1d("times_h", times_h, what)
-    try:
-        n_maps = len(maps)
-    except TypeError:
-        raise InputError(f"{what}: maps must be a sequence of images or arrays, got {type(maps).__name__}") from None
-    if n_maps != t.size:
-        raise InputError(f"{what}: {t.size} times but {n_maps} maps")
-    _check_samples(t, np.zeros(t.size), None, what)
-    half_life_h = _finite("half_life_h", half_life_h, what, positive=True)
-    tail_points = _check_tail_points(tail_points, what)
-    if isinstance(chunk_voxels, bool) or not isinstance(chunk_voxels, numbers.Integral) or chunk_voxels < 1:
-        raise InputError(f"{what}: chunk_voxels must be a positive integer, got {chunk_voxels!r}")
-    if t.size < 2:
-        raise InputError(f"{what}: voxel-wise integration needs at least two time points")
-    import SimpleITK as sitk
-
-    ref = maps[0]
-    arrays = [np.asarray(_as_array_on_grid(mp, ref, what, f"map {i}"), dtype=float) for i, mp in enumerate(maps)]
-    shape = arrays[0].shape
-    for i, a in enumerate(arrays):
-        if a.shape != shape:
-            raise GeometryError(f"{what}: map {i} has shape {a.shape}, map 0 has {shape}; resample onto one grid")
-        if not np.all(np.isfinite(a)):
-            raise InputError(f"{what}: map {i} has NaN or infinite values")
-        if np.any(a < 0):
-            raise InputError(f"{what}: map {i} has negative values; dose rates and activities must be >= 0")
-    rel = np.ones(t.size) if rel_sd is None else _as_1d("rel_sd", rel_sd, what)
-    if rel.size != t.size or np.any(~np.isfinite(rel)) or np.any(rel <= 0):
-        raise InputError(f"{what}: rel_sd must hold one positive relative SD per time point")
-    sel = np.ones(shape, bool) if mask is None else np.asarray(_as_array_on_grid(mask, ref, what, "mask")) > 0
-    if sel.shape != shape:
-        raise GeometryError(f"{what}: mask shape {sel.shape} differs from the maps' {shape}")
-    stack = np.stack([a[sel] for a in arrays])         # n_t × N
-    lam_phys = LN2 / half_life_h
-    n_vox = stack.shape[1]
-    value = np.zeros(n_vox)
-    lam = np.full(n_vox, lam_phys)
-    fallback = np.zeros(n_vox, bool)
-    n_capped = 0
-    for lo in range(0, n_vox, chunk_voxels):
-        y = stack[:, lo:lo + chunk_voxels]
-        v, lm, cp = _vw_trapezoid(t, y, rel, head, tail, tail_points, lam_phys)
-        fb = np.ones(y.shape[1], bool)
-        if model == "mono":
-            pos = np.all(y > 0, axis=0)
-            fb = ~pos
-            if np.any(pos):
-                vm, lmm, cpm = _vw_mono(t, y[:, pos], rel, tail, lam_phys)
-                v[pos], lm[pos], cp[pos] = vm, lmm, cpm
-        value[lo:lo + chunk_voxels] = v
-        lam[lo:lo + chunk_voxels] = lm
-        fallback[lo:lo + chunk_voxels] = fb & (model == "mono")
-        n_capped += int(cp.sum())
-    out = np.zeros(shape)
-    out[sel] = value
-    lam_map = np.full(shape, lam_phys)
-    lam_map[sel] = lam
-    fb_map = np.zeros(shape, bool)
-    fb_map[sel] = fallback
-    if n_capped:
-        log.warning("%s: %d voxel(s) had an effective half-life above the physical one; capped", what, n_capped)
-    reference = ref if isinstance(ref, sitk.Image) else None
-    return VoxelwiseIntegral(out, lam_map, fb_map, n_capped, model, tail, reference)
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,8 +23,8 @@ from LuDoseResponseLib.integration import (
     sum_cycles,
     time_integral,
     tumour_cycle_dose,
-    voxelwise_time_integral,
 )
+from LuDoseResponseLib.voxelwise_integration import voxelwise_time_integral
 
 T_HALF_H = 6.647 * 24.0          # ICRP-107, physics/README.md §1
 LAM_P = math.log(2) / T_HALF_H
@@ -288,6 +288,21 @@ def test_trapezoid_sd_propagates_values_sd():
     r = time_integral(t, y, method="trapezoid", tail="physical", values_sd=sd)
     assert r.value == pytest.approx(float(weights @ y), rel=1e-12)
     assert r.sd == pytest.approx(float(np.sqrt(np.sum((weights * sd) ** 2))), rel=1e-6)
+
+
+def test_trapezoid_sd_with_a_fitted_tail_has_the_analytic_gradient():
+    """tail_points = 2: tail = y_n/λ with λ = ln(y_{n−1}/y_n)/Δt, so ∂tail/∂y_n = 1/λ + 1/(λ²Δt) and
+    ∂tail/∂y_{n−1} = −1/(λ²Δt)·y_n/y_{n−1}; the body and the linear head add their trapezoid weights."""
+    t = np.array([2.0, 24.0, 96.0, 168.0])
+    y = np.array([1.0, 2.0, 1.5, 0.9])
+    sd = np.array([0.05, 0.1, 0.08, 0.06])
+    dt = np.diff(t)
+    lam = math.log(y[2] / y[3]) / dt[2]
+    grad = np.array([t[0] / 2 + dt[0] / 2, (dt[0] + dt[1]) / 2, (dt[1] + dt[2]) / 2, dt[2] / 2])
+    grad[3] += 1 / lam + 1 / (lam ** 2 * dt[2])
+    grad[2] += -1 / (lam ** 2 * dt[2]) * y[3] / y[2]
+    r = time_integral(t, y, method="trapezoid", tail="fit", tail_points=2, values_sd=sd)
+    assert r.sd == pytest.approx(float(np.sqrt(np.sum((grad * sd) ** 2))), rel=1e-6)
 
 
 # ---------------------------------------------------------------- noisy data: the SD has the right coverage
