@@ -9,8 +9,9 @@ Warfvinge et al., J Nucl Med 2024;65:1070, "Statistical Analysis":
 - dose–response: ``nlme(dv ~ A(1 − exp(−D/s)), random = A ~ 1|patient)`` (Fig. 4);
 - exploratory: ``lmer(dv ~ (V0 > 30 cm³) + (1|patient))`` per grade (Fig. 5);
 - complementary (when the table has ``dose_all_cycles_gy`` / ``activity_all_cycles_gbq``): the
-  response-group comparison with dose and activity over all delivered cycles
-  (``response_groups_all_cycles``, an extension of the contract).
+  response-group comparison with dose and activity over all delivered cycles against the best
+  response after all treatment (``dv_all_cycles``, where given) — ``response_groups_all_cycles``,
+  an extension of the contract.
 
 The exploratory baseline-volume analysis uses every tumour, including those below the
 baseline-volume cut-off, as the paper did ("the 4 cm³ volume cutoff was not required, and
@@ -176,7 +177,7 @@ def _grade_rows(df, grade: str, what: str):
 
 
 def _response_groups(df, warnings: list[str], variables=(("dose_gy", "dose_gy"), ("activity_gbq", "activity_gbq")),
-                     block: str = "response_groups") -> dict:
+                     block: str = "response_groups", responder_column: str = "responder") -> dict:
     """``lmer(y ~ responder + (1|patient))`` per grade for each (key, column) in ``variables``."""
     from LuDoseResponseLib.stats.lmm import fit_two_group_lmm
 
@@ -186,7 +187,7 @@ def _response_groups(df, warnings: list[str], variables=(("dose_gy", "dose_gy"),
         for key, column in variables:
             def fit(g=g, column=column):
                 d = _grade_rows(df, g, "the responder-group comparison")
-                res = fit_two_group_lmm(d[column].to_numpy(float), d["responder"].to_numpy(int),
+                res = fit_two_group_lmm(d[column].to_numpy(float), d[responder_column].to_numpy(int),
                                         d["patient"].to_numpy(str), levels=(0, 1), y_name=column)
                 return res.to_response_groups_block()
             per_grade[key] = _run_block(f"{block}.{g}.{key}", warnings, fit)
@@ -197,13 +198,20 @@ def _response_groups(df, warnings: list[str], variables=(("dose_gy", "dose_gy"),
 ALL_CYCLES_COLUMNS = (("dose_gy", "dose_all_cycles_gy"), ("activity_gbq", "activity_all_cycles_gbq"))
 
 
-def _response_groups_all_cycles(df, warnings: list[str]) -> dict | None:
-    """The paper's complementary analysis: dose and activity summed over all delivered cycles
-    (instead of until best response), when the cohort table carries those columns."""
+def _response_groups_all_cycles(df, settings: AnalysisSettings, warnings: list[str]) -> dict | None:
+    """The paper's complementary analysis: dose and activity summed over all delivered cycles against
+    the best response after all treatment (``dv_all_cycles`` when the table has it, else ``dv``),
+    when the cohort table carries those columns."""
     present = tuple((k, c) for k, c in ALL_CYCLES_COLUMNS if c in df.columns and df[c].notna().all())
     if not present:
         return None
-    return _response_groups(df, warnings, present, block="response_groups_all_cycles")
+    df = df.copy()
+    dv = df["dv"]
+    if "dv_all_cycles" in df.columns:
+        dv = df["dv_all_cycles"].fillna(df["dv"])
+    df["responder_all_cycles"] = (dv.to_numpy(float) >= settings.responder_threshold).astype(int)
+    return _response_groups(df, warnings, present, block="response_groups_all_cycles",
+                            responder_column="responder_all_cycles")
 
 
 def _baseline_volume(df_all, settings: AnalysisSettings, warnings: list[str]) -> dict:
@@ -273,7 +281,7 @@ def analyze_cohort(cohort: Cohort, settings: AnalysisSettings | None = None) -> 
     df = cohort.included
     log.info("analysing %d tumours (%d excluded) from %s", len(df), cohort.n_excluded, cohort.source)
     response_groups = _response_groups(df, warnings)
-    all_cycles = _response_groups_all_cycles(df, warnings)
+    all_cycles = _response_groups_all_cycles(df, settings, warnings)
     tcp = _run_block("tcp", warnings, lambda: _tcp(df, settings))
     roc = _roc(df, settings, warnings)
     dose_response = _dose_response(df, settings, warnings)

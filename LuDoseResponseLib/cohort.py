@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("patient", "tumor", "grade", "dose_gy", "activity_gbq", "baseline_volume_cm3", "dv")
 NUMERIC_COLUMNS = ("dose_gy", "activity_gbq", "baseline_volume_cm3", "dv")
-OPTIONAL_NUMERIC_COLUMNS = ("dose_gy_sd", "dose_all_cycles_gy", "activity_all_cycles_gbq", "n_cycles",
-                            "t_vmin_days")
+OPTIONAL_NUMERIC_COLUMNS = ("dose_gy_sd", "dose_all_cycles_gy", "activity_all_cycles_gbq", "dv_all_cycles",
+                            "n_cycles", "t_vmin_days")
 GRADES = ("G1", "G2")
 DEFAULT_RESPONDER_THRESHOLD = 0.66
 DEFAULT_MIN_BASELINE_VOLUME_CM3 = 4.0
@@ -141,6 +141,9 @@ def validate_cohort_table(df, *, source: str = "<table>",
               "is not positive; the baseline volume must be > 0 cm3")
         check("dv", (numeric["dv"] < 0) | (numeric["dv"] > 1),
               "is outside [0, 1]; dv is the relative volume reduction (vmax - vmin)/vmax")
+        if "dv_all_cycles" in numeric:
+            check("dv_all_cycles", (numeric["dv_all_cycles"] < 0) | (numeric["dv_all_cycles"] > 1),
+                  "is outside [0, 1]; dv_all_cycles is the volume reduction after all treatment")
         if "dose_gy_sd" in numeric:
             check("dose_gy_sd", numeric["dose_gy_sd"] < 0, "is negative; a standard deviation must be >= 0")
 

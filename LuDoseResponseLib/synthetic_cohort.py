@@ -43,10 +43,10 @@ class SyntheticCohortSpec:
     fraction_best_response_early: float = 0.07
 
 
-def generate_cohort(seed: int = 16, spec: SyntheticCohortSpec | None = None):
+def generate_cohort(seed: int = 13, spec: SyntheticCohortSpec | None = None):
     """A cohort table (pandas DataFrame) in the contract's columns plus ``dose_gy_sd``,
-    ``dose_all_cycles_gy``, ``activity_all_cycles_gbq``, ``n_cycles`` and
-    ``best_response_before_last_cycle``. Deterministic for a given seed."""
+    ``dose_all_cycles_gy``, ``activity_all_cycles_gbq``, ``dv_all_cycles`` (best response after all
+    treatment), ``n_cycles`` and ``best_response_before_last_cycle``. Deterministic for a given seed."""
     import pandas as pd
 
     spec = spec or SyntheticCohortSpec()
@@ -81,12 +81,15 @@ def generate_cohort(seed: int = 16, spec: SyntheticCohortSpec | None = None):
                 amp *= 1.0 - spec.big_volume_amplitude_loss[grade]
             dv = amp * (1.0 - np.exp(-dose / spec.scale_gy[grade])) + rng.normal(0.0, spec.residual_sd[grade])
             dv = float(np.clip(dv, 0.01, 1.0))
+            # best response before the last cycle: the tumour regrew somewhat after it (paper: 5 tumours)
+            dv_after = dv if n_until_best == n_cycles else float(np.clip(dv - rng.uniform(0.05, 0.2), 0.0, 1.0))
             rows.append({
                 "patient": f"P{p + 1:03d}", "tumor": f"P{p + 1:03d}.T{t + 1}", "grade": grade,
                 "dose_gy": round(dose, 2), "activity_gbq": round(float(activity_gbq[:n_until_best].sum()), 2),
                 "baseline_volume_cm3": round(v0, 2), "dv": round(dv, 4),
                 "dose_gy_sd": round(dose_sd, 2), "dose_all_cycles_gy": round(dose_all, 2),
-                "activity_all_cycles_gbq": round(float(activity_gbq.sum()), 2), "n_cycles": n_cycles,
+                "activity_all_cycles_gbq": round(float(activity_gbq.sum()), 2), "dv_all_cycles": round(dv_after, 4),
+                "n_cycles": n_cycles,
                 "best_response_before_last_cycle": int(n_until_best < n_cycles),
             })
     df = pd.DataFrame(rows)

@@ -40,7 +40,8 @@ TUMOUR_COLUMNS = (
     "patient", "tumor", "grade", "dose_gy", "activity_gbq", "baseline_volume_cm3", "dv", "responder",
     "dose_gy_sd", "dose_all_cycles_gy", "dose_all_cycles_gy_sd", "activity_all_cycles_gbq", "n_cycles",
     "n_cycles_until_best_response", "best_response_before_last_cycle", "t_vmin_days", "vmax_cm3", "vmin_cm3",
-    "baseline_date", "vmax_date", "vmin_date", "below_min_baseline_volume", "baseline_volume_group", "warnings",
+    "dv_all_cycles", "baseline_date", "vmax_date", "vmin_date", "below_min_baseline_volume", "baseline_volume_group",
+    "warnings",
 )
 GRADES = ("G1", "G2")
 #: tumour absorbed dose per cycle outside which a row carries a warning (Gy; physics README §5:
@@ -233,6 +234,9 @@ def tumour_rows(patient: str, grade: str | None, administrations: Sequence[Cycle
             "n_cycles_until_best_response": len(until.cycles),
             "best_response_before_last_cycle": int(bool(resp.best_response_before_last_cycle)),
             "t_vmin_days": resp.t_vmin_days, "vmax_cm3": resp.vmax_cm3, "vmin_cm3": resp.vmin_cm3,
+            # the paper's complementary scoring: best response after all treatment (None without a CT
+            # after the last administration)
+            "dv_all_cycles": resp.dv_after_treatment,
             "baseline_date": resp.baseline_date.date().isoformat(), "vmax_date": resp.vmax_date.date().isoformat(),
             "vmin_date": resp.vmin_date.date().isoformat(),
             "below_min_baseline_volume": int(resp.below_min_baseline_volume),

@@ -354,6 +354,10 @@ class ResponseMetrics:
     baseline_volume_group: str        # "small" (≤ 30 cm³) or "large" (> 30 cm³)
     n_scans: int
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    # the paper's complementary scoring: the smallest volume on the CTs at or after the last
+    # administration (None without cycle dates or without such a CT)
+    vmin_after_treatment_cm3: float | None = None
+    dv_after_treatment: float | None = None
 
     def to_dict(self) -> dict:
         return {"tumor": self.tumor, "baseline_date": self.baseline_date.isoformat(),
@@ -364,7 +368,8 @@ class ResponseMetrics:
                 "best_response_before_last_cycle": self.best_response_before_last_cycle,
                 "below_min_baseline_volume": self.below_min_baseline_volume,
                 "baseline_volume_group": self.baseline_volume_group, "n_scans": self.n_scans,
-                "warnings": list(self.warnings)}
+                "vmin_after_treatment_cm3": self.vmin_after_treatment_cm3,
+                "dv_after_treatment": self.dv_after_treatment, "warnings": list(self.warnings)}
 
 
 def response_metrics(series: VolumeSeries, *, cycle_dates: Sequence | None = None,
@@ -375,7 +380,10 @@ def response_metrics(series: VolumeSeries, *, cycle_dates: Sequence | None = Non
 
     Ties: v_max and v_min are taken at their earliest date (the best response is reached when the
     smallest volume is first seen). ``cycle_dates``: administration dates; the best response came
-    before the last cycle when the v_min CT precedes the last administration.
+    before the last cycle when the v_min CT precedes the last administration. For the paper's
+    complementary analysis ("the smallest tumor volume after treatment was then also scored"),
+    ``dv_after_treatment`` = (v_max − v_min,after)/v_max with v_min,after the smallest volume on the
+    CTs dated at or after the last administration (and at or after v_max).
     """
     what = f"tumour {series.tumor!r}"
     if not (0 < responder_threshold <= 1):
@@ -394,9 +402,14 @@ def response_metrics(series: VolumeSeries, *, cycle_dates: Sequence | None = Non
         warnings.append(f"{what}: the volume decreased and then grew above its earlier values; v_max is the "
                         f"later maximum ({series.dates[i_max].date().isoformat()}), and Δv is measured from it")
     before_last = None
+    vmin_after, dv_after = None, None
     if cycle_dates is not None and len(cycle_dates) > 0:
         last = max(_as_datetime(d, what) for d in cycle_dates)
         before_last = series.dates[i_min] < last
+        after = [k for k in range(i_max, v.size) if series.dates[k] >= last]
+        if after:
+            vmin_after = float(np.min(v[after]))
+            dv_after = (vmax - vmin_after) / vmax
     v0 = float(v[0])
     return ResponseMetrics(
         tumor=series.tumor, baseline_date=base, baseline_volume_cm3=v0, vmax_cm3=vmax,
@@ -407,4 +420,5 @@ def response_metrics(series: VolumeSeries, *, cycle_dates: Sequence | None = Non
         best_response_before_last_cycle=before_last,
         below_min_baseline_volume=bool(v0 < min_baseline_volume_cm3),
         baseline_volume_group="large" if v0 > baseline_volume_cutoff_cm3 else "small",
-        n_scans=int(v.size), warnings=tuple(warnings))
+        n_scans=int(v.size), warnings=tuple(warnings), vmin_after_treatment_cm3=vmin_after,
+        dv_after_treatment=None if dv_after is None else float(dv_after))

@@ -13,7 +13,7 @@ def register(sub) -> None:
                        description="Generate a synthetic paper-like cohort (deterministic), write it as "
                                    "DIR/cohort.csv and run `analyze` on it into DIR.")
     p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
-    p.add_argument("--cohort-seed", type=int, default=16, help="seed of the synthetic cohort (default 16)")
+    p.add_argument("--cohort-seed", type=int, default=13, help="seed of the synthetic cohort (default 13)")
     add_analysis_options(p)
     p.set_defaults(func=run)
 

@@ -123,18 +123,18 @@ def test_options_are_honoured(tmp_path):
 
     csv = tmp_path / "c.csv"
     # the responder column follows the 0.66 rule, so it is dropped when another threshold is chosen
-    generate_cohort(seed=3).drop(columns="responder").to_csv(csv, index=False)
+    generate_cohort(seed=5).drop(columns="responder").to_csv(csv, index=False)
     rc = cli_main(["-q", "analyze", str(csv), "--out", str(tmp_path / "o"), "--doses", "50,100,150",
-                   "--tcp-targets", "0.8", "--bootstrap", "500", "--seed", "4", "--responder-threshold", "0.5",
+                   "--tcp-targets", "0.8", "--bootstrap", "500", "--seed", "4", "--responder-threshold", "0.6",
                    "--min-baseline-volume", "10"])
     assert rc == 0
     a = json.loads((tmp_path / "o" / "analysis.json").read_text())
     assert a["settings"]["doses"] == [50.0, 100.0, 150.0] and a["settings"]["tcp_targets"] == [0.8]
-    assert a["settings"]["responder_threshold"] == 0.5 and a["settings"]["min_baseline_volume_cm3"] == 10
+    assert a["settings"]["responder_threshold"] == 0.6 and a["settings"]["min_baseline_volume_cm3"] == 10
     df = pd.read_csv(csv)
     kept = df[df["baseline_volume_cm3"] >= 10]
     assert a["input"]["n_excluded"] == int((df["baseline_volume_cm3"] < 10).sum())
-    assert a["summary"]["all"]["n_responders"] == int((kept["dv"] >= 0.5).sum())
+    assert a["summary"]["all"]["n_responders"] == int((kept["dv"] >= 0.6).sum())
     for g in ("G1", "G2"):
         assert set(a["tcp"]["per_grade"][g]["at_dose"]) == {"50", "100", "150"}
         assert set(a["tcp"]["per_grade"][g]["dose_at_tcp"]) == {"0.8"}
@@ -154,12 +154,13 @@ def test_report_command_on_missing_folder_is_a_clear_error(tmp_path, capsys):
 
 def test_all_cycles_block_is_the_response_group_analysis_of_the_all_cycles_columns(demo_dir, tmp_path):
     """The complementary all-cycles analysis must be exactly the main analysis run on a table whose
-    dose/activity columns are the all-cycles ones (an identity of definitions, not a stored output)."""
+    dose, activity and Δv columns are the all-cycles ones (an identity of definitions, not a stored output)."""
     a = json.loads((demo_dir / "analysis.json").read_text())
     cohort = pd.read_csv(demo_dir / "cohort.csv")
     assert (cohort["dose_all_cycles_gy"] >= cohort["dose_gy"]).all()
-    swapped = cohort.drop(columns=["dose_gy", "activity_gbq"]).rename(
-        columns={"dose_all_cycles_gy": "dose_gy", "activity_all_cycles_gbq": "activity_gbq"})
+    assert (cohort["dv_all_cycles"] < cohort["dv"]).any()  # some tumours regrew after an early best response
+    swapped = cohort.drop(columns=["dose_gy", "activity_gbq", "dv", "responder"]).rename(
+        columns={"dose_all_cycles_gy": "dose_gy", "activity_all_cycles_gbq": "activity_gbq", "dv_all_cycles": "dv"})
     csv = tmp_path / "swapped.csv"
     swapped.to_csv(csv, index=False)
     assert cli_main(["-q", "analyze", str(csv), "--out", str(tmp_path / "o"), "--bootstrap", "0"]) == 0

@@ -113,6 +113,10 @@ def test_rows_sums_and_flags(tmp_path):
     assert r2["dose_all_cycles_gy"] == pytest.approx(sum(truth2), rel=1e-9)
     assert r2["activity_gbq"] == pytest.approx((acts[0] + acts[1]) / 1000, rel=1e-15)
     assert r2["activity_all_cycles_gbq"] == pytest.approx(sum(acts) / 1000, rel=1e-15)
+    # complementary scoring after all treatment: T2's CTs after the last cycle hold 2.5 and 3.0 cm³,
+    # so Δv_after = (6.0 − 2.5)/6.0; T1's best response already came after the last cycle
+    assert r2["dv_all_cycles"] == pytest.approx(3.5 / 6.0, rel=1e-12)
+    assert r1["dv_all_cycles"] == pytest.approx(r1["dv"], rel=1e-15)
     assert r2["baseline_volume_cm3"] == pytest.approx(5.0, rel=1e-12)
     # SDs: independent cycles, √Σσ² over the same cycles
     sd2 = [d.dose_sd_gy for d in doses if d.tumor == "T2"]

@@ -309,6 +309,23 @@ def test_best_response_before_last_cycle_flag():
     assert response_metrics(s).best_response_before_last_cycle is None
 
 
+def test_best_response_after_treatment_for_the_complementary_analysis():
+    """Paper: when the best response came before the last cycle, the smallest volume after treatment
+    is also scored. Volumes 20, 8, 6, 9 cm3; a last cycle between the 6 and 9 cm3 CTs leaves only
+    the 9 cm3 CT after treatment: Δv_after = (20 − 9)/20 = 0.55, a non-responder, while Δv = 0.7."""
+    s = _series([20.0, 8.0, 6.0, 9.0])
+    early = response_metrics(s, cycle_dates=[date(2019, 1, 20), date(2019, 8, 20)])
+    assert early.dv == pytest.approx(0.7, rel=1e-12) and early.responder
+    assert early.vmin_after_treatment_cm3 == 9.0
+    assert early.dv_after_treatment == pytest.approx(0.55, rel=1e-12)
+    # all cycles before the v_min CT: the best response after treatment is the best response
+    late = response_metrics(s, cycle_dates=[date(2019, 1, 20), date(2019, 3, 30)])
+    assert late.vmin_after_treatment_cm3 == 6.0 and late.dv_after_treatment == pytest.approx(0.7, rel=1e-12)
+    # no CT after the last administration, or no cycle dates: not scored
+    assert response_metrics(s, cycle_dates=[date(2020, 1, 1)]).dv_after_treatment is None
+    assert response_metrics(s).dv_after_treatment is None
+
+
 def test_exclusion_and_grouping_flags():
     assert response_metrics(_series([3.99, 1.0])).below_min_baseline_volume
     assert not response_metrics(_series([4.0, 1.0])).below_min_baseline_volume

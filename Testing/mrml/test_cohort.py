@@ -92,17 +92,17 @@ def test_run_cohort_analysis(scene, cohort_csv, tmp_path):
 
 def test_settings_reach_the_library(scene, cohort_csv):
     truth = pd.read_csv(cohort_csv)
-    nodes = runCohortAnalysis(scene, cohort_csv, responder_threshold=0.5, min_baseline_volume_cm3=0.0,
+    nodes = runCohortAnalysis(scene, cohort_csv, responder_threshold=0.6, min_baseline_volume_cm3=0.0,
                               doses=[100.0], tcp_targets=(0.75,), **FAST)
     assert nodes.outputFiles == ()
-    assert nodes.analysis["settings"]["responder_threshold"] == 0.5
+    assert nodes.analysis["settings"]["responder_threshold"] == 0.6
     assert nodes.analysis["input"]["n_excluded"] == 0
     assert nodes.tables["tcp"].GetTable().GetColumnByName("TCP at 100 Gy") is not None
     assert nodes.tables["tcp"].GetTable().GetColumnByName("TCP at 76 Gy") is None
     assert nodes.tables["tcp"].GetTable().GetColumnByName("Dose at TCP 0.75") is not None
     observed = _observed(nodes.charts["tcp"], "(responder = 1)")
     assert sum(len(d) for d, _ in observed.values()) == len(truth)
-    assert sum(r.sum() for _, r in observed.values()) == int((truth["dv"] >= 0.5).sum())
+    assert sum(r.sum() for _, r in observed.values()) == int((truth["dv"] >= 0.6).sum())
 
 
 def test_errors_are_named(scene, cohort_csv, tmp_path):
