@@ -559,16 +559,26 @@ def test_voxelwise_mono_matches_analytic_and_scalar_fit():
     assert rz.integral[2, 2, 2] == 0.0 and np.all(rz.integral[4] == 0.0)
 
 
-def test_voxelwise_trapezoid_matches_scalar_and_image_roundtrip():
+def test_voxelwise_trapezoid_matches_the_piecewise_truth_and_image_roundtrip():
+    """Each voxel against quad of its piecewise curve (linear head, linear between samples, exponential
+    tail); the fitted tail λ from np.polyfit of ln y over the last samples at or after the maximum (at most
+    3, the default), capped at λ_phys; unequal rel_sd weights the tail fit by 1/rel²."""
     rng = np.random.default_rng(5)
     shape = (3, 4, 5)
     maps = [rng.uniform(0.5, 2.0, shape) * math.exp(-0.01 * t) for t in T_TYPICAL]
+    rel = np.array([0.02, 0.03, 0.05, 0.08])
     for tail in ("fit", "physical"):
-        r = voxelwise_time_integral(T_TYPICAL, maps, model="trapezoid", tail=tail)
-        for idx in [(0, 0, 0), (2, 3, 4), (1, 2, 1)]:
+        r = voxelwise_time_integral(T_TYPICAL, maps, model="trapezoid", tail=tail, rel_sd=rel)
+        for idx in [(0, 0, 0), (2, 3, 4), (1, 2, 1), (0, 3, 2)]:
             y = np.array([m[idx] for m in maps])
-            assert r.integral[idx] == pytest.approx(
-                time_integral(T_TYPICAL, y, method="trapezoid", tail=tail).value, rel=1e-10)
+            lam = LAM_P
+            if tail == "fit":
+                use = np.arange(max(int(np.argmax(y)), y.size - 3), y.size)
+                if use.size >= 2:
+                    slope = np.polyfit(T_TYPICAL[use], np.log(y[use]), 1, w=1 / rel[use])[0]
+                    lam = max(-slope, LAM_P)
+            truth = _piecewise_truth(T_TYPICAL, y, "linear", lam)
+            assert r.integral[idx] == pytest.approx(truth, rel=1e-9), (tail, idx)
     imgs = []
     for m in maps:
         img = sitk.GetImageFromArray(m)
