@@ -814,7 +814,8 @@ def hanscheid_2018(time_h: float, value: float, *, value_sd: float | None = None
     For a mono-exponential the ratio to the truth is (2x/ln2)·e^(−x), x = λt: exact when T_eff = t
     or T_eff = t/2, at most 6.2 % high between (x = 1), and low outside. It assumes a mono-exponential decline from
     t = 0 and ignores uptake; Hänscheid et al. recommend a sample at about 4 d for Lu-177 DOTATATE.
-    The SD includes only ``value_sd``, not the approximation error.
+    The SD includes only ``value_sd``, not the approximation error. ``t_eff_h`` is None: the method
+    does not estimate an effective half-life.
     """
     t, y, sd = _check_single(time_h, value, value_sd, what)
     factor = 2.0 * t / LN2
@@ -822,7 +823,7 @@ def hanscheid_2018(time_h: float, value: float, *, value_sd: float | None = None
                 "between t/2 and t, an underestimate outside) is not included in the SD",)
     return TimeIntegral(value=y * factor, sd=None if sd is None else sd * factor, model="hanscheid-2018",
                         method="hanscheid", tail="fit", params={"factor_h": factor}, param_names=("factor_h",),
-                        covariance=None, aicc={}, t_eff_h=t, warnings=warnings,
+                        covariance=None, aicc={}, t_eff_h=None, warnings=warnings,
                         diagnostics={"n_points": 1, "time_h": t})
 
 

@@ -371,6 +371,7 @@ def test_hanscheid_exact_when_t_eff_is_t_or_half_t(t_sample):
         r = hanscheid_2018(t_sample, 3.0 * math.exp(-lam * t_sample))
         assert r.value == pytest.approx(3.0 / lam, rel=1e-12)
         assert r.model == "hanscheid-2018"
+        assert r.t_eff_h is None          # not estimated: the same value is exact for T_eff = t and t/2
 
 
 def test_hanscheid_error_bound_between():
