@@ -161,6 +161,9 @@ def dose_rate_map(activity_bq_per_ml: sitk.Image, method: str = "kernel", densit
         raise InputError(f"dtype must be float32 or float64, got {dtype}")
     if not (math.isfinite(min_density_g_per_cm3) and min_density_g_per_cm3 > 0):
         raise InputError(f"min_density_g_per_cm3 must be positive, got {min_density_g_per_cm3!r}")
+    if method == "led" and kernel is not None:
+        raise InputError("kernel applies to method='kernel'; method='led' deposits the electron energy locally "
+                         "(and, with include_photons=True, convolves the photon part of our kernel)")
     photons = (method == "kernel") if include_photons is None else bool(include_photons)
     view = sitk.GetArrayViewFromImage(activity_bq_per_ml)
     clip = _negative_transform(view, negative_activity)

@@ -342,6 +342,8 @@ def test_bad_arguments_give_clear_errors(physics_reference_dir):
     lan48 = load_lanconelli_kernel(physics_reference_dir / "lanconelli2012_via_MIRDCalculation" / "177Lu4.8mmsoft.txt")
     with pytest.raises(InputError, match="photon part"):
         dr.dose_rate_map(img, kernel=lan48, include_photons=False)
+    with pytest.raises(InputError, match="kernel applies to method='kernel'"):
+        dr.dose_rate_map(img, method="led", kernel=lan48)     # would be ignored silently
     with pytest.raises(InputError, match="min_density"):
         dr.dose_rate_map(img, min_density_g_per_cm3=0.0)
     with pytest.raises(InputError, match="density image must be a SimpleITK image"):
