@@ -38,6 +38,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -385,7 +386,12 @@ def kernel_cache_dir() -> Path:
     env = os.environ.get("LUDR_CACHE_DIR")
     if env:
         return Path(env).expanduser()
-    home = Path.home()
+    try:
+        home = Path.home()
+    except (RuntimeError, KeyError):     # no HOME and no password entry (some containers)
+        fallback = Path(tempfile.gettempdir()) / "ludoseresponse-cache"
+        log.warning("no home folder: caching kernels in %s (set LUDR_CACHE_DIR to choose)", fallback)
+        return fallback
     if sys.platform == "darwin":
         return home / "Library" / "Caches" / "ludoseresponse"
     if os.name == "nt":

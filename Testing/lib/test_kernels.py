@@ -430,6 +430,14 @@ def test_default_cache_dir_is_the_user_cache(monkeypatch, tmp_path):
     if K.sys.platform.startswith("linux"):
         assert K.kernel_cache_dir() == tmp_path / "ludoseresponse"
 
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(K.Path, "home", staticmethod(no_home))
+    import tempfile
+
+    assert K.kernel_cache_dir() == Path(tempfile.gettempdir()) / "ludoseresponse-cache"
+
 
 # ---------------------------------------------------------------------------------------------
 # Bad input
