@@ -109,6 +109,10 @@ def _vw_mono(t, y, rel, tail, lam_phys, iterations: int = 100):
         small_step = (np.abs(da) <= 1e-10 * np.maximum(a, 1e-300)) & (np.abs(dl) <= 1e-10 * lm)
         done = small_step | (mu[active] > 1e12)
         active = active[~done]
+    if active.size:
+        log.warning("voxel-wise mono-exponential fit: %d of %d voxels did not converge in %d Levenberg-Marquardt "
+                    "iterations; their last iterate (lower weighted RSS than the log-linear start) is used",
+                    active.size, y.shape[1], iterations)
     capped = lam < lam_phys * (1 - _CAP_TOLERANCE)
     low = lam < lam_phys
     if np.any(low):
