@@ -25,6 +25,7 @@ from LuDoseResponseLib.dicom_geometry import Layout, series_layout
 from LuDoseResponseLib.dicom_meta import SeriesMetadata, build_metadata
 from LuDoseResponseLib.dicom_read import DicomSeries, is_image_file, read_pixels, scan, select_series
 from LuDoseResponseLib.errors import DicomError, GeometryError, InputError, LuDoseResponseError
+from LuDoseResponseLib.imaging import read_image_header
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,7 @@ class Volume:
 
 
 def _image_file_metadata(path: Path) -> SeriesMetadata:
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise InputError(f"{path}: cannot read this image file ({str(exc).strip().splitlines()[-1]})") from exc
+    reader = read_image_header(path, "image file")
     if reader.GetDimension() != 3:
         raise GeometryError(f"{path}: the image has {reader.GetDimension()} dimensions; a 3-D volume is needed")
     name = path.name.lower()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from LuDoseResponseLib.errors import GeometryError
+from LuDoseResponseLib.errors import GeometryError, InputError
 
 
 def image_like(array_zyx: np.ndarray, reference: sitk.Image) -> sitk.Image:
@@ -73,3 +73,14 @@ def resample_to(image: sitk.Image, reference: sitk.Image, *, interpolator=sitk.s
     """Resample ``image`` onto ``reference``'s grid (identity transform, LPS physical space)."""
     return sitk.Resample(image, reference, sitk.Transform(), interpolator, default_value,
                          image.GetPixelID())
+
+
+def read_image_header(path, what: str = "image file") -> sitk.ImageFileReader:
+    """A SimpleITK reader with the header of ``path`` read (no voxels); InputError naming the file if unreadable."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise InputError(f"{path}: cannot read the {what} ({str(exc).strip().splitlines()[-1]})") from exc
+    return reader

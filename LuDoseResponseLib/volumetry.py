@@ -28,7 +28,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from LuDoseResponseLib.errors import GeometryError, InputError
-from LuDoseResponseLib.imaging import voxel_volume_ml
+from LuDoseResponseLib.imaging import read_image_header, voxel_volume_ml
 
 log = logging.getLogger(__name__)
 
@@ -204,12 +204,7 @@ def segment_names(path: str | Path) -> tuple[str, ...] | None:
     voxels tell). Raises InputError naming the file when it cannot be read as an image.
     """
     p = Path(path)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(p))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise InputError(f"{p}: cannot read the segmentation ({str(exc).strip().splitlines()[-1]})") from exc
+    reader = read_image_header(p, "segmentation")
     keys = reader.GetMetaDataKeys()
     indices = sorted(int(m.group(1)) for k in keys if (m := _SEGMENT_KEY.match(k)))
     if not indices:
