@@ -252,7 +252,7 @@ class LuDoseResponseLogic(ScriptedLoadableModuleLogic):
         :param csvPath: the cohort table (one row per tumour).
         :param outputDir: if given, analysis.json, tumours.csv, figures and report.html are
             written there (as by ``ludoseresponse analyze``; needs matplotlib).
-        :param settings: LuDoseResponseLib.analysis.AnalysisSettings options: responder_threshold,
+        :param settings: LuDoseResponseLib.analysis.cohort_analysis.AnalysisSettings options: responder_threshold,
             min_baseline_volume_cm3, glmm_method, bootstrap, seed, doses, tcp_targets.
         :returns: LuDoseResponseMRML.cohort.CohortAnalysisNodes (analysis dict, tables, charts).
         """
@@ -317,7 +317,7 @@ class LuDoseResponseTest(ScriptedLoadableModuleTest):
         import json
         import tempfile
 
-        from LuDoseResponseLib.synthetic_cohort import generate_cohort
+        from LuDoseResponseLib.response.synthetic_cohort import generate_cohort
 
         self.delayDisplay("Cohort analysis of a synthetic cohort")
         folder = pathlib.Path(tempfile.mkdtemp(prefix="LuDoseResponseTest_"))

@@ -84,7 +84,7 @@ def _timed(fn, repeat):
 
 
 def bench_kernel_generation() -> None:
-    from LuDoseResponseLib import electron_transport, kernels
+    from LuDoseResponseLib.physics import electron_transport, kernels
 
     electron_transport._electron_dpk_cached.cache_clear()
     saved = os.environ.get("LUDR_CACHE_DIR")
@@ -111,9 +111,9 @@ def bench_kernel_generation() -> None:
 
 
 def bench_grid(shape: tuple[int, int, int], repeat: int) -> None:
-    from LuDoseResponseLib import kernel_convolution
-    from LuDoseResponseLib.doserate import dose_rate_map
-    from LuDoseResponseLib.kernels import lu177_voxel_kernel
+    from LuDoseResponseLib.dosimetry.doserate import dose_rate_map
+    from LuDoseResponseLib.physics import convolution
+    from LuDoseResponseLib.physics.kernels import lu177_voxel_kernel
 
     act = _phantom(shape)
     img = sitk.GetImageFromArray(act)
@@ -123,9 +123,9 @@ def bench_grid(shape: tuple[int, int, int], repeat: int) -> None:
     act_mbq = act * np.float32(voxel_ml * 1e-6)
     input_bytes = act.nbytes
 
-    kernel_convolution.clear_convolver_cache()
+    convolution.clear_convolver_cache()
     dose_rate_map(img)                                  # warm-up: imports, kernel from the disk cache
-    kernel_convolution.clear_convolver_cache()
+    convolution.clear_convolver_cache()
     rss = _rss_tools()
     base = rss[2]() if rss else 0
     if rss:
@@ -138,7 +138,7 @@ def bench_grid(shape: tuple[int, int, int], repeat: int) -> None:
     tracemalloc.stop()
     rise = (rss[1]() - base) if rss else None
     held = sum(c.spectrum_bytes + (c._buffer.nbytes if c._buffer is not None else 0)
-               for c in kernel_convolution._CACHE.values())
+               for c in convolution._CACHE.values())
     t_ours = _timed(lambda: dose_rate_map(img), repeat)
     fftconvolve(act_mbq, kernel, mode="same")          # warm-up
     t_naive = _timed(lambda: fftconvolve(act_mbq, kernel, mode="same"), repeat)
@@ -155,7 +155,7 @@ def bench_grid(shape: tuple[int, int, int], repeat: int) -> None:
     rss_line = (f"RSS high-water rise {rise / 2**20:.0f} MiB = {rise / input_bytes:.2f}× input (first call)"
                 if rise is not None else "RSS high-water rise: not available on this platform")
     print(f"\ngrid {shape[2]}×{shape[1]}×{shape[0]} (x×y×z) at {VOXEL_MM} mm, kernel {kernel.shape[::-1]}, "
-          f"input {input_bytes / 2**20:.0f} MiB float32, {kernel_convolution.default_workers()} FFT workers")
+          f"input {input_bytes / 2**20:.0f} MiB float32, {convolution.default_workers()} FFT workers")
     print(f"  dose_rate_map: {t_ours:.3f} s per time point (first call on the grid, which makes the kernel "
           f"spectrum and work buffer: {t_first:.3f} s)")
     print(f"  naive fftconvolve(mode='same'): {t_naive:.3f} s")

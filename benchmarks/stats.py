@@ -23,9 +23,9 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from LuDoseResponseLib.analysis import AnalysisSettings
-from LuDoseResponseLib.analysis_io import run_cohort_analysis
-from LuDoseResponseLib.synthetic_cohort import SyntheticCohortSpec, generate_cohort
+from LuDoseResponseLib.analysis.cohort_analysis import AnalysisSettings
+from LuDoseResponseLib.analysis.outputs import run_cohort_analysis
+from LuDoseResponseLib.response.synthetic_cohort import SyntheticCohortSpec, generate_cohort
 
 HERE = Path(__file__).resolve().parent
 R_SCRIPT = HERE / "r" / "same_analyses.R"

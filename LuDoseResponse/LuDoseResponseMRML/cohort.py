@@ -13,10 +13,10 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from LuDoseResponseLib.analysis import AnalysisSettings, analyze_cohort
-from LuDoseResponseLib.analysis_io import write_analysis_outputs
-from LuDoseResponseLib.cohort import Cohort, cohort_output_table, load_cohort_csv
+from LuDoseResponseLib.analysis.cohort_analysis import AnalysisSettings, analyze_cohort
+from LuDoseResponseLib.analysis.outputs import write_analysis_outputs
 from LuDoseResponseLib.errors import InputError
+from LuDoseResponseLib.response.cohort import Cohort, cohort_output_table, load_cohort_csv
 from LuDoseResponseMRML.results import (
     analysisTableNodes,
     analysisTextNode,
@@ -138,7 +138,7 @@ def runCohortAnalysis(scene, csvPath, outputDir=None, **settings) -> CohortAnaly
 
     :param csvPath: cohort table, one row per tumour (contract: cohort-and-analysis.md).
     :param outputDir: if given, the command line's outputs are written there (analysis.json,
-        tumours.csv, figures, report.html; see ``LuDoseResponseLib.analysis_io``), which needs
+        tumours.csv, figures, report.html; see ``LuDoseResponseLib.analysis.outputs``), which needs
         matplotlib.
     :param settings: options of ``AnalysisSettings`` (responder_threshold,
         min_baseline_volume_cm3, glmm_method, bootstrap, seed, doses, tcp_targets, ...).

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 
 import slicer
 
-from LuDoseResponseLib.analysis import SCHEMA
+from LuDoseResponseLib.analysis.cohort_analysis import SCHEMA
 from LuDoseResponseLib.errors import InputError
 from LuDoseResponseMRML.tables import Column, fillTableNode, findNodeByRole, findOrCreateNode
 

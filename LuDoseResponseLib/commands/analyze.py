@@ -36,7 +36,7 @@ def add_analysis_options(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args):
-    from LuDoseResponseLib.analysis import AnalysisSettings
+    from LuDoseResponseLib.analysis.cohort_analysis import AnalysisSettings
 
     return AnalysisSettings(responder_threshold=args.responder_threshold,
                             min_baseline_volume_cm3=args.min_baseline_volume, glmm_method=args.glmm_method,
@@ -70,7 +70,7 @@ def print_summary(result, out_dir) -> None:
 
 
 def run(args) -> int:
-    from LuDoseResponseLib.analysis_io import run_cohort_analysis
+    from LuDoseResponseLib.analysis.outputs import run_cohort_analysis
 
     if args.bootstrap < 0:
         raise InputError("--bootstrap must be >= 0")

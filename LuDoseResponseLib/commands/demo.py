@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from LuDoseResponseLib.atomic import atomic_path
 from LuDoseResponseLib.commands.analyze import add_analysis_options, print_summary, settings_from_args
+from LuDoseResponseLib.files import atomic_path
 
 
 def register(sub) -> None:
@@ -19,8 +19,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from LuDoseResponseLib.analysis_io import run_cohort_analysis
-    from LuDoseResponseLib.synthetic_cohort import generate_cohort
+    from LuDoseResponseLib.analysis.outputs import run_cohort_analysis
+    from LuDoseResponseLib.response.synthetic_cohort import generate_cohort
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

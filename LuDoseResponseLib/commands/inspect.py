@@ -45,7 +45,7 @@ def _format(value) -> str:
 
 
 def run(args) -> int:
-    from LuDoseResponseLib import dicom
+    from LuDoseResponseLib.io import dicom
 
     with warnings.catch_warnings():
         if not args.debug:

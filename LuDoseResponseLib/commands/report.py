@@ -19,8 +19,8 @@ def register(sub) -> None:
 def run(args) -> int:
     import pandas as pd
 
-    from LuDoseResponseLib.analysis import SCHEMA
-    from LuDoseResponseLib.report import write_figures, write_report_html
+    from LuDoseResponseLib.analysis.cohort_analysis import SCHEMA
+    from LuDoseResponseLib.analysis.report import write_figures, write_report_html
 
     folder = Path(args.folder)
     aj, tc = folder / "analysis.json", folder / "tumours.csv"

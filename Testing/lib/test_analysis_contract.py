@@ -119,7 +119,7 @@ def test_analysis_json_has_every_contract_key(demo_dir):
 
 
 def test_options_are_honoured(tmp_path):
-    from LuDoseResponseLib.synthetic_cohort import generate_cohort
+    from LuDoseResponseLib.response.synthetic_cohort import generate_cohort
 
     csv = tmp_path / "c.csv"
     # the responder column follows the 0.66 rule, so it is dropped when another threshold is chosen

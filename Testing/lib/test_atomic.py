@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from LuDoseResponseLib.atomic import atomic_path, refuse_to_overwrite_input, write_text_atomic
 from LuDoseResponseLib.errors import InputError
+from LuDoseResponseLib.files import atomic_path, refuse_to_overwrite_input, write_text_atomic
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
 

@@ -165,7 +165,7 @@ def test_an_uninterpretable_header_names_the_file(tmp_path, capsys, monkeypatch,
     def broken(*_args):
         raise TypeError("unforeseen")
 
-    monkeypatch.setattr("LuDoseResponseLib.dicom.build_metadata", broken)
+    monkeypatch.setattr("LuDoseResponseLib.io.dicom.volume.build_metadata", broken)
     assert main(["inspect", str(path)]) == 2
     err = capsys.readouterr().err
     assert "weird.dcm: the header cannot be interpreted (TypeError: unforeseen)" in err
@@ -188,8 +188,8 @@ def test_deleting_any_attribute_never_crashes(tmp_path, layout, nm_values):
     and read_volume either succeed or raise the library's error naming the file."""
     from copy import deepcopy
 
-    from LuDoseResponseLib import dicom
     from LuDoseResponseLib.errors import LuDoseResponseError
+    from LuDoseResponseLib.io import dicom
 
     make = {"siemens": siemens_xspect_like, "ge": ge_counts_like, "philips": philips_like}[layout]
     base = make(nm_values.astype(np.uint16))

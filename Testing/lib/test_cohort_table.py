@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from LuDoseResponseLib.cli import main as cli_main
-from LuDoseResponseLib.cohort import load_cohort_csv
 from LuDoseResponseLib.errors import CohortError
+from LuDoseResponseLib.response.cohort import load_cohort_csv
 
 GOOD = """patient,tumor,grade,dose_gy,activity_gbq,baseline_volume_cm3,dv,responder
 P001,P001.T1,G1,150.0,44.4,12.0,0.70,1

@@ -21,8 +21,8 @@ from dicom_factory import (
 )
 from pydicom.dataset import Dataset
 
-from LuDoseResponseLib import dicom
-from LuDoseResponseLib.dicom_tags import parse_da, parse_dt, parse_tm
+from LuDoseResponseLib.io import dicom
+from LuDoseResponseLib.io.dicom.tags import parse_da, parse_dt, parse_tm
 
 
 def _meta(ds, tmp_path, name="x.dcm"):

@@ -27,8 +27,8 @@ from dicom_factory import (
     write_series,
 )
 
-from LuDoseResponseLib import dicom
 from LuDoseResponseLib.errors import DicomError, GeometryError
+from LuDoseResponseLib.io import dicom
 
 NF, NR, NC = 7, 9, 11  # frames, rows, columns: all different, so any axis swap shows
 
@@ -253,7 +253,7 @@ def test_jpeg_lossless_ct_is_decoded_with_gdcm(tmp_path, caplog):
     assert sample.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
     with pytest.raises(Exception):  # noqa: B017 - pydicom has no decoder for it in this environment
         _ = sample.pixel_array
-    with caplog.at_level(logging.INFO, logger="LuDoseResponseLib.dicom_read"):
+    with caplog.at_level(logging.INFO, logger="LuDoseResponseLib.io.dicom.read"):
         image = dicom.read_volume(tmp_path / "jpeg").image
     assert "decoded with GDCM" in caplog.text
     np.testing.assert_array_equal(sitk.GetArrayFromImage(image), hu.astype(np.float32))
@@ -306,8 +306,8 @@ def test_truncated_pixel_data_is_an_error_naming_the_file(tmp_path):
 
 
 def test_a_file_gone_between_scan_and_read_is_named(tmp_path):
-    from LuDoseResponseLib.dicom_geometry import series_layout
-    from LuDoseResponseLib.dicom_read import read_pixels, scan
+    from LuDoseResponseLib.io.dicom.geometry import series_layout
+    from LuDoseResponseLib.io.dicom.read import read_pixels, scan
 
     files = write_series(ct_slices(np.zeros((3, 4, 4))), tmp_path / "ct")
     (series,) = scan(tmp_path / "ct")

@@ -8,9 +8,9 @@ import pytest
 import SimpleITK as sitk
 from dicom_factory import StudyIds, ge_counts_like, hermes_pt_like, philips_like, save, write_series
 
-from LuDoseResponseLib import dicom
-from LuDoseResponseLib.dicom_write import write_nrrd, write_rtdose
 from LuDoseResponseLib.errors import DicomError, InputError
+from LuDoseResponseLib.io import dicom
+from LuDoseResponseLib.io.write import write_nrrd, write_rtdose
 
 
 def _dose_like(image: sitk.Image, seed: int = 0) -> sitk.Image:

@@ -16,11 +16,11 @@ import pytest
 import SimpleITK as sitk
 from scipy.signal import fftconvolve
 
-from LuDoseResponseLib import doserate as dr
-from LuDoseResponseLib import kernel_convolution as kc
-from LuDoseResponseLib.density import HuDensityCalibration
+from LuDoseResponseLib.dosimetry import doserate as dr
 from LuDoseResponseLib.errors import GeometryError, InputError, PhysicsError
-from LuDoseResponseLib.kernels import load_lanconelli_kernel, lu177_kernel, lu177_voxel_kernel
+from LuDoseResponseLib.physics import convolution as kc
+from LuDoseResponseLib.physics.density import HuDensityCalibration
+from LuDoseResponseLib.physics.kernels import load_lanconelli_kernel, lu177_kernel, lu177_voxel_kernel
 
 E_E_J = 2.36999e-14          # README §1: all electrons, J per decay
 

@@ -15,8 +15,7 @@ import pytest
 import SimpleITK as sitk
 from scipy.integrate import quad
 
-from LuDoseResponseLib.errors import GeometryError, InputError, LuDoseResponseError, ModelFitError
-from LuDoseResponseLib.integration import (
+from LuDoseResponseLib.dosimetry.integration import (
     TimeIntegral,
     hanscheid_2018,
     madsen_2018,
@@ -24,7 +23,8 @@ from LuDoseResponseLib.integration import (
     time_integral,
     tumour_cycle_dose,
 )
-from LuDoseResponseLib.voxelwise_integration import voxelwise_time_integral
+from LuDoseResponseLib.dosimetry.voxelwise_integration import voxelwise_time_integral
+from LuDoseResponseLib.errors import GeometryError, InputError, LuDoseResponseError, ModelFitError
 
 T_HALF_H = 6.647 * 24.0          # ICRP-107, physics/README.md §1
 LAM_P = math.log(2) / T_HALF_H

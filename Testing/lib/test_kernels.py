@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from LuDoseResponseLib import electron_transport as et
-from LuDoseResponseLib import kernels as K
-from LuDoseResponseLib import photon_kernel as pk
 from LuDoseResponseLib.errors import InputError, PhysicsError
-from LuDoseResponseLib.nuclides import MEV_TO_J, lu177
+from LuDoseResponseLib.physics import electron_transport as et
+from LuDoseResponseLib.physics import kernels as K
+from LuDoseResponseLib.physics import photon_kernel as pk
+from LuDoseResponseLib.physics.nuclides import MEV_TO_J, lu177
 
 E_E = 0.147923          # ICRP-107 electron energy per decay (README §1)
 E_PH = 0.035098
@@ -397,7 +397,7 @@ def test_concurrent_writers_leave_one_valid_cache_file(tmp_path, monkeypatch):
     monkeypatch.setenv("LUDR_CACHE_DIR", str(tmp_path))
     K.cached_electron_dpk()                  # the electron DPK on disk: the processes only integrate
     env = dict(os.environ)
-    code = ("import numpy as np; from LuDoseResponseLib import kernels as K; "
+    code = ("import numpy as np; from LuDoseResponseLib.physics import kernels as K; "
             "k = K.lu177_voxel_kernel(9.0, photon_radius_mm=40.0); print(repr(float(k.sum())))")
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
              for _ in range(4)]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from LuDoseResponseLib.errors import PhysicsError
-from LuDoseResponseLib.nuclides import (
+from LuDoseResponseLib.physics.nuclides import (
     LU177_DECAY_CONSTANT_PER_H,
     LU177_HALF_LIFE_H,
     MEV_TO_J,

@@ -15,14 +15,14 @@ import pytest
 import SimpleITK as sitk
 from dicom_factory import ge_counts_like, hermes_pt_like, save, siemens_xspect_like, write_series
 
-from LuDoseResponseLib import dicom
-from LuDoseResponseLib.errors import InputError
-from LuDoseResponseLib.quantification import (
+from LuDoseResponseLib.dosimetry.quantification import (
     calibration_warnings,
     counts_to_bq_per_ml,
     quantify_spect,
     values_time,
 )
+from LuDoseResponseLib.errors import InputError
+from LuDoseResponseLib.io import dicom
 
 # ICRP-107 T½ of Lu-177 (physics README §1), written out here rather than taken from the library
 HALF_LIFE_H = 6.647 * 24.0

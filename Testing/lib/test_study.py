@@ -12,9 +12,9 @@ import pytest
 import SimpleITK as sitk
 from dicom_factory import StudyIds, ct_slices, ge_counts_like, hermes_pt_like, save, write_series
 
-from LuDoseResponseLib import dicom_read
 from LuDoseResponseLib.errors import ManifestError
-from LuDoseResponseLib.study import load_manifest
+from LuDoseResponseLib.io.dicom import read as dicom_read
+from LuDoseResponseLib.pipeline.study import load_manifest
 
 MANIFEST = """\
 patient = "P001"
@@ -87,7 +87,7 @@ def _problems(path: Path) -> str:
 
 
 def test_valid_manifest(study_dir, caplog):
-    with caplog.at_level(logging.INFO, logger="LuDoseResponseLib.study"):
+    with caplog.at_level(logging.INFO, logger="LuDoseResponseLib.pipeline.study"):
         study = load_manifest(study_dir / "study.toml")
     assert study.patient.id == "P001" and study.patient.grade == "G2"
     assert study.settings.pvc == "gtm" and study.settings.dose_method == "kernel"
@@ -116,7 +116,7 @@ def test_no_pixels_are_read_until_asked(study_dir, monkeypatch):
         raise AssertionError("pixel data read during validation")
 
     monkeypatch.setattr(dicom_read, "read_pixels", forbidden)
-    monkeypatch.setattr("LuDoseResponseLib.dicom.read_pixels", forbidden)
+    monkeypatch.setattr("LuDoseResponseLib.io.dicom.volume.read_pixels", forbidden)
     study = load_manifest(study_dir / "study.toml")
     monkeypatch.undo()
     image = study.cycles[0].spect[0].load_image()

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from LuDoseResponseLib.dosimetry.integration import time_integral
+from LuDoseResponseLib.dosimetry.uncertainty import cycle_dose_uncertainty
 from LuDoseResponseLib.errors import InputError
-from LuDoseResponseLib.integration import time_integral
-from LuDoseResponseLib.tumour_summary import (
+from LuDoseResponseLib.response.tumour_rows import (
     CYCLE_COLUMNS,
     TUMOUR_COLUMNS,
     CycleAdministration,
@@ -24,8 +25,7 @@ from LuDoseResponseLib.tumour_summary import (
     tumour_cycles_table,
     tumour_rows,
 )
-from LuDoseResponseLib.uncertainty import cycle_dose_uncertainty
-from LuDoseResponseLib.volumetry import VolumeSeries, volumes_over_time
+from LuDoseResponseLib.response.volumetry import VolumeSeries, volumes_over_time
 
 CONTRACT_COLUMNS = ("patient", "tumor", "grade", "dose_gy", "activity_gbq", "baseline_volume_cm3", "dv",
                     "responder", "dose_gy_sd", "dose_all_cycles_gy", "activity_all_cycles_gbq", "n_cycles",
@@ -144,7 +144,7 @@ def test_rows_pass_cohort_validation(tmp_path):
     """The rows are a valid cohort table for the lead's cohort.py (written and read back as CSV)."""
     import pandas as pd
 
-    from LuDoseResponseLib.cohort import load_cohort_csv
+    from LuDoseResponseLib.response.cohort import load_cohort_csv
 
     volumes, doses, _, _ = _patient(tmp_path)
     other = tumour_rows("P008", "G1", ADMIN[:2], [TumourCycleDose("T1", k, 20.0, 2.0) for k in (1, 2)],

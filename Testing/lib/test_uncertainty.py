@@ -12,15 +12,15 @@ import math
 import numpy as np
 import pytest
 
-from LuDoseResponseLib.errors import InputError
-from LuDoseResponseLib.integration import time_integral
-from LuDoseResponseLib.uncertainty import (
+from LuDoseResponseLib.dosimetry.integration import time_integral
+from LuDoseResponseLib.dosimetry.uncertainty import (
     combine_cycle_sds,
     count_statistics_rel_sd,
     cycle_dose_uncertainty,
     volume_sensitivity,
 )
-from LuDoseResponseLib.voxelwise_integration import voxelwise_time_integral
+from LuDoseResponseLib.dosimetry.voxelwise_integration import voxelwise_time_integral
+from LuDoseResponseLib.errors import InputError
 
 T_H = np.array([1.0, 24.0, 96.0, 168.0])
 E_J_PER_DECAY = 0.147923 * 1.602176634e-13     # ICRP-107 electrons (physics/README.md §1)

@@ -19,7 +19,7 @@ import pytest
 import SimpleITK as sitk
 
 from LuDoseResponseLib.errors import InputError
-from LuDoseResponseLib.volumetry import (
+from LuDoseResponseLib.response.volumetry import (
     RECIST_VOLUME_EQUIVALENT,
     VolumeSeries,
     read_segmentation,

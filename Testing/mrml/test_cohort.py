@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from LuDoseResponseLib.errors import CohortError, InputError
-from LuDoseResponseLib.synthetic_cohort import generate_cohort
+from LuDoseResponseLib.response.synthetic_cohort import generate_cohort
 from LuDoseResponseMRML.cohort import analysisSettings, parseNumberList, runCohortAnalysis, summaryText
 
 FAST = {"bootstrap": 200, "seed": 2}

@@ -21,10 +21,10 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from LuDoseResponseLib.dicom_geometry import Layout
-from LuDoseResponseLib.dicom_meta import ValueMapping, value_mapping
-from LuDoseResponseLib.dicom_tags import get_float, get_str, label
 from LuDoseResponseLib.errors import DicomError
+from LuDoseResponseLib.io.dicom.geometry import Layout
+from LuDoseResponseLib.io.dicom.metadata import ValueMapping, value_mapping
+from LuDoseResponseLib.io.dicom.tags import get_float, get_str, label
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ reconstruction noise. NaN or infinite activity is always an error.
 The FFT convolution is zero-padded (nothing wraps around), runs in float32 unless
 ``dtype=np.float64``, keeps the kernel spectrum and its work buffer for the next time point on the
 same grid, and works in blocks: peak memory is about 3× the input array (float32), of which
-~1.7× stays allocated between calls until :func:`kernel_convolution.clear_convolver_cache`.
+~1.7× stays allocated between calls until :func:`~LuDoseResponseLib.physics.convolution.clear_convolver_cache`.
 """
 
 from __future__ import annotations
@@ -39,11 +39,11 @@ from collections.abc import Callable
 import numpy as np
 import SimpleITK as sitk
 
-from LuDoseResponseLib.density import HuDensityCalibration, density_on_grid
 from LuDoseResponseLib.errors import GeometryError, InputError, PhysicsError
-from LuDoseResponseLib.kernel_convolution import cached_convolver
-from LuDoseResponseLib.kernels import VoxelKernel, lu177_kernel
-from LuDoseResponseLib.nuclides import MEV_TO_J, lu177
+from LuDoseResponseLib.physics.convolution import cached_convolver
+from LuDoseResponseLib.physics.density import HuDensityCalibration, density_on_grid
+from LuDoseResponseLib.physics.kernels import VoxelKernel, lu177_kernel
+from LuDoseResponseLib.physics.nuclides import MEV_TO_J, lu177
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from LuDoseResponseLib.dicom_geometry import Layout, series_layout
-from LuDoseResponseLib.dicom_meta import SeriesMetadata, build_metadata
-from LuDoseResponseLib.dicom_read import DicomSeries, is_image_file, read_pixels, scan, select_series
 from LuDoseResponseLib.errors import DicomError, GeometryError, InputError, LuDoseResponseError
 from LuDoseResponseLib.imaging import read_image_header
+from LuDoseResponseLib.io.dicom.geometry import Layout, series_layout
+from LuDoseResponseLib.io.dicom.metadata import SeriesMetadata, build_metadata
+from LuDoseResponseLib.io.dicom.read import DicomSeries, is_image_file, read_pixels, scan, select_series
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, RTDoseStorage, generate_uid
 
 from LuDoseResponseLib import __version__
-from LuDoseResponseLib.atomic import atomic_path, refuse_to_overwrite_input
-from LuDoseResponseLib.dicom_meta import SeriesMetadata
 from LuDoseResponseLib.errors import DicomError, GeometryError, InputError
+from LuDoseResponseLib.files import atomic_path, refuse_to_overwrite_input
+from LuDoseResponseLib.io.dicom.metadata import SeriesMetadata
 
 #: Dose Summation Type values accepted (PS3.3 C.8.8.3)
 DOSE_SUMMATION_TYPES = ("PLAN", "MULTI_PLAN", "FRACTION", "BEAM", "BRACHY", "FRACTION_SESSION",

@@ -63,8 +63,8 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from LuDoseResponseLib.dicom_geometry import Layout
-from LuDoseResponseLib.dicom_tags import (
+from LuDoseResponseLib.io.dicom.geometry import Layout
+from LuDoseResponseLib.io.dicom.tags import (
     first_item,
     get,
     get_float,
@@ -75,7 +75,7 @@ from LuDoseResponseLib.dicom_tags import (
     parse_dt,
     parse_tm,
 )
-from LuDoseResponseLib.nuclides import LU177_HALF_LIFE_H
+from LuDoseResponseLib.physics.nuclides import LU177_HALF_LIFE_H
 
 #: RadionuclideTotalDose read as Bq when within this range (1 MBq – 50 GBq)
 TOTAL_DOSE_BQ_RANGE = (1e6, 5e10)

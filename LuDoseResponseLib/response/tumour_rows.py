@@ -22,10 +22,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
+from LuDoseResponseLib.dosimetry.integration import TimeIntegral, sum_cycles
+from LuDoseResponseLib.dosimetry.uncertainty import DoseUncertainty
 from LuDoseResponseLib.errors import InputError
-from LuDoseResponseLib.integration import TimeIntegral, sum_cycles
-from LuDoseResponseLib.uncertainty import DoseUncertainty
-from LuDoseResponseLib.volumetry import (
+from LuDoseResponseLib.response.volumetry import (
     BASELINE_VOLUME_CUTOFF_CM3,
     MIN_BASELINE_VOLUME_CM3,
     RESPONDER_THRESHOLD,

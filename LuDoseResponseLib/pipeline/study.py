@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from LuDoseResponseLib import dicom
-from LuDoseResponseLib.dicom_geometry import Grid
-from LuDoseResponseLib.dicom_meta import THERAPY_ACTIVITY_RANGE_MBQ, SeriesMetadata
+from LuDoseResponseLib.dosimetry.quantification import calibration_warnings
 from LuDoseResponseLib.errors import LuDoseResponseError, ManifestError
-from LuDoseResponseLib.quantification import calibration_warnings
-from LuDoseResponseLib.volumetry import segment_names
+from LuDoseResponseLib.io import dicom
+from LuDoseResponseLib.io.dicom.geometry import Grid
+from LuDoseResponseLib.io.dicom.metadata import THERAPY_ACTIVITY_RANGE_MBQ, SeriesMetadata
+from LuDoseResponseLib.response.volumetry import segment_names
 
 log = logging.getLogger(__name__)
 

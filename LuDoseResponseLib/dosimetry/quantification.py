@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from LuDoseResponseLib.dicom_meta import SeriesMetadata
 from LuDoseResponseLib.errors import InputError
 from LuDoseResponseLib.imaging import voxel_volume_ml
-from LuDoseResponseLib.nuclides import LU177_HALF_LIFE_H, decay_factor
+from LuDoseResponseLib.io.dicom.metadata import SeriesMetadata
+from LuDoseResponseLib.physics.nuclides import LU177_HALF_LIFE_H, decay_factor
 
 log = logging.getLogger(__name__)
 

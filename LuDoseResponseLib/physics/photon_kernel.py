@@ -28,7 +28,7 @@ from importlib import resources
 import numpy as np
 from scipy.integrate import quad
 
-from LuDoseResponseLib.nuclides import lu177
+from LuDoseResponseLib.physics.nuclides import lu177
 
 GP_MIN_MEV = 0.015
 LOCAL_BELOW_MEV = 0.001

@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from LuDoseResponseLib import __version__
-from LuDoseResponseLib.cohort import GRADES, Cohort
 from LuDoseResponseLib.errors import InputError, LuDoseResponseError
+from LuDoseResponseLib.response.cohort import GRADES, Cohort
 
 log = logging.getLogger(__name__)
 

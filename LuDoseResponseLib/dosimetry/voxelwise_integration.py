@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from LuDoseResponseLib.errors import GeometryError, InputError
-from LuDoseResponseLib.integration import (
+from LuDoseResponseLib.dosimetry.integration import (
     _CAP_TOLERANCE,
     _RATE_BOUNDS_PER_H,
     HEADS,
@@ -31,7 +30,8 @@ from LuDoseResponseLib.integration import (
     _finite,
     trapezoid_columns,
 )
-from LuDoseResponseLib.nuclides import LU177_HALF_LIFE_H
+from LuDoseResponseLib.errors import GeometryError, InputError
+from LuDoseResponseLib.physics.nuclides import LU177_HALF_LIFE_H
 
 log = logging.getLogger(__name__)
 

@@ -49,11 +49,11 @@ from pathlib import Path
 import numpy as np
 from scipy.special import roots_jacobi
 
-from LuDoseResponseLib.atomic import atomic_path
-from LuDoseResponseLib.electron_transport import DPK_MODEL_VERSION, RadialEnergyProfile, lu177_electron_dpk
 from LuDoseResponseLib.errors import InputError, PhysicsError
-from LuDoseResponseLib.nuclides import MEV_TO_J, lu177
-from LuDoseResponseLib.photon_kernel import photon_energy_per_cm, photon_shell_energies
+from LuDoseResponseLib.files import atomic_path
+from LuDoseResponseLib.physics.electron_transport import DPK_MODEL_VERSION, RadialEnergyProfile, lu177_electron_dpk
+from LuDoseResponseLib.physics.nuclides import MEV_TO_J, lu177
+from LuDoseResponseLib.physics.photon_kernel import photon_energy_per_cm, photon_shell_energies
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from functools import lru_cache
 import numpy as np
 
 from LuDoseResponseLib.errors import PhysicsError
-from LuDoseResponseLib.nuclides import Nuclide, lu177
+from LuDoseResponseLib.physics.nuclides import Nuclide, lu177
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ import json
 import logging
 from pathlib import Path
 
-from LuDoseResponseLib.analysis import AnalysisResult, AnalysisSettings, analyze_cohort
-from LuDoseResponseLib.atomic import atomic_path, refuse_to_overwrite_input, write_text_atomic
-from LuDoseResponseLib.cohort import Cohort, cohort_output_table, load_cohort_csv
+from LuDoseResponseLib.analysis.cohort_analysis import AnalysisResult, AnalysisSettings, analyze_cohort
 from LuDoseResponseLib.errors import InputError
+from LuDoseResponseLib.files import atomic_path, refuse_to_overwrite_input, write_text_atomic
+from LuDoseResponseLib.response.cohort import Cohort, cohort_output_table, load_cohort_csv
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def _check_outputs_spare_input(out_dir: Path, source: str | Path | None) -> None
 
 def write_analysis_outputs(cohort: Cohort, result: AnalysisResult, out_dir: str | Path) -> dict[str, Path]:
     """Write analysis.json, tumours.csv, figures and report.html; return the paths by name."""
-    from LuDoseResponseLib.report import write_figures, write_report_html
+    from LuDoseResponseLib.analysis.report import write_figures, write_report_html
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():

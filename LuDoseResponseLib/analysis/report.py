@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from LuDoseResponseLib.atomic import atomic_path, write_text_atomic
-from LuDoseResponseLib.cohort import GRADES
+from LuDoseResponseLib.files import atomic_path, write_text_atomic
+from LuDoseResponseLib.response.cohort import GRADES
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from scipy.stats import chi2, norm
 from scipy.stats import t as student_t
 
 from LuDoseResponseLib.errors import GeometryError, InputError, ModelFitError
-from LuDoseResponseLib.nuclides import LU177_HALF_LIFE_H
+from LuDoseResponseLib.physics.nuclides import LU177_HALF_LIFE_H
 
 log = logging.getLogger(__name__)
 
@@ -955,7 +955,7 @@ def sum_cycles(cycles: Sequence[int], doses_gy, activities_mbq, *, sds_gy=None, 
     administration counts as taken before it. The SD combines the cycles' SDs as independent (the
     paper) unless ``calibration_correlation`` > 0 (see :func:`uncertainty.combine_cycle_sds`).
     """
-    from LuDoseResponseLib.uncertainty import combine_cycle_sds
+    from LuDoseResponseLib.dosimetry.uncertainty import combine_cycle_sds
 
     try:
         n = len(cycles)

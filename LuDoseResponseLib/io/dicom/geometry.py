@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
-from LuDoseResponseLib.dicom_tags import first_item, get, get_float, get_floats, get_str, label
 from LuDoseResponseLib.errors import DicomError, GeometryError, InputError
+from LuDoseResponseLib.io.dicom.tags import first_item, get, get_float, get_floats, get_str, label
 
 #: ImageType value 3 of NM objects that hold projections or planar frames, not a volume
 NM_NOT_A_VOLUME = ("TOMO", "GATED TOMO", "STATIC", "DYNAMIC", "GATED", "WHOLE BODY")
