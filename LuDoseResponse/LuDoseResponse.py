@@ -38,6 +38,7 @@ def _addRepositoryRootIfNeeded() -> None:
 
 _addRepositoryRootIfNeeded()
 
+from LuDoseResponseLib import defaults  # noqa: E402
 from LuDoseResponseMRML import cohort as cohortBridge  # noqa: E402
 from LuDoseResponseMRML.tables import ROLE_ATTRIBUTE  # noqa: E402
 
@@ -98,13 +99,13 @@ class LuDoseResponseParameterNode:
     """
 
     cohortCsvPath: pathlib.Path
-    responderThreshold: Annotated[float, WithinRange(0.01, 1.0)] = 0.66
-    minBaselineVolumeCm3: Annotated[float, Minimum(0.0)] = 4.0
-    glmmMethod: Annotated[str, Choice(["laplace", "agq"])] = "laplace"
-    bootstrapReplicates: Annotated[int, WithinRange(0, 1000000)] = 10000
-    seed: Annotated[int, WithinRange(0, 2147483647)] = 1
-    dosesGy: str = "76,135"
-    tcpTargets: str = "0.5,0.9"
+    responderThreshold: Annotated[float, WithinRange(0.01, 1.0)] = defaults.RESPONDER_THRESHOLD
+    minBaselineVolumeCm3: Annotated[float, Minimum(0.0)] = defaults.MIN_BASELINE_VOLUME_CM3
+    glmmMethod: Annotated[str, Choice(list(defaults.GLMM_METHODS))] = defaults.GLMM_METHOD
+    bootstrapReplicates: Annotated[int, WithinRange(0, 1000000)] = defaults.BOOTSTRAP_REPLICATES
+    seed: Annotated[int, WithinRange(0, 2147483647)] = defaults.BOOTSTRAP_SEED
+    dosesGy: str = ",".join(f"{dose:g}" for dose in defaults.REPORT_DOSES_GY)
+    tcpTargets: str = ",".join(f"{p:g}" for p in defaults.TCP_TARGETS)
     saveOutputs: bool = False
     outputDirectory: pathlib.Path
     resultsTable: vtkMRMLTableNode

@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     level = logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
+    logging.captureWarnings(True)   # library warnings.warn (errors.py, rule 2) reach the log
     try:
         return int(args.func(args) or 0)
     except LuDoseResponseError as exc:

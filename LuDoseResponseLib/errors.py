@@ -1,7 +1,23 @@
-"""One exception family for the whole library.
+"""One exception family and one warning family for the whole library.
 
 Every message names the file, series, tumour, row or column at fault and says what to do.
-The command line turns these into a one-line message and a non-zero exit, never a traceback.
+Library messages name library arguments (``min_baseline_volume_cm3``), never command-line
+flags; the command line translates. The command line turns errors into a one-line message and
+exit code 2, never a traceback.
+
+Which channel an event uses (one rule for the whole library):
+
+1. **Result ``warnings``**: a condition that qualifies a number the function returns (a fit that
+   did not converge, a capped half-life, separation, an extrapolated TCP dose, a data-quality
+   problem that changes a value) goes into the ``warnings`` field of the returned result, so it
+   travels with the number into ``analysis.json``, ``tumours.csv`` and the report. It is also
+   logged once at WARNING level, so that a command-line user sees it.
+2. **``warnings.warn(message, <LuDoseResponseWarning subclass>)``**: the same kind of condition
+   from a function whose result has no ``warnings`` field (an image, an array, a kernel). It is
+   not logged as well; the command line routes Python warnings into ``logging``.
+3. **``logging``**: everything else — what was read and from which tag, manifest overrides,
+   cache use, fallbacks that do not change a number (INFO/DEBUG), and operational trouble such as
+   an unwritable cache folder (WARNING).
 """
 
 
@@ -35,3 +51,20 @@ class ModelFitError(LuDoseResponseError):
 
 class PhysicsError(LuDoseResponseError, ValueError):
     """Invalid physical input (non-positive voxel size, NaN activity, ...)."""
+
+
+class LuDoseResponseWarning(UserWarning):
+    """Base class of every warning the library emits with :func:`warnings.warn`."""
+
+
+class DataQualityWarning(LuDoseResponseWarning):
+    """An input is usable but doubtful: negative activity, an image outside the CT, lossy pixels."""
+
+
+class ModelFitWarning(LuDoseResponseWarning):
+    """A fitted model is poorly determined, capped or did not converge."""
+
+
+class ExtrapolationWarning(LuDoseResponseWarning):
+    """A value lies outside the data it was estimated from (doses beyond those observed, times
+    beyond the last sample)."""

@@ -30,42 +30,42 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from LuDoseResponseLib import __version__
+from LuDoseResponseLib import __version__, defaults
 from LuDoseResponseLib.errors import InputError, LuDoseResponseError
 from LuDoseResponseLib.response.cohort import GRADES, Cohort
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "ludoseresponse.analysis/1"
-GLMM_METHODS = ("laplace", "agq")
+GLMM_METHODS = defaults.GLMM_METHODS
 
 
 @dataclass(frozen=True)
 class AnalysisSettings:
     """Every option of ``ludoseresponse analyze`` (contract defaults)."""
 
-    responder_threshold: float = 0.66
-    min_baseline_volume_cm3: float = 4.0
-    glmm_method: str = "laplace"
-    bootstrap: int = 10000
-    seed: int = 1
-    doses: tuple[float, ...] = (76.0, 135.0)
-    tcp_targets: tuple[float, ...] = (0.5, 0.9)
-    big_volume_cutoff_cm3: float = 30.0
+    responder_threshold: float = defaults.RESPONDER_THRESHOLD
+    min_baseline_volume_cm3: float = defaults.MIN_BASELINE_VOLUME_CM3
+    glmm_method: str = defaults.GLMM_METHOD
+    bootstrap: int = defaults.BOOTSTRAP_REPLICATES
+    seed: int = defaults.BOOTSTRAP_SEED
+    doses: tuple[float, ...] = defaults.REPORT_DOSES_GY
+    tcp_targets: tuple[float, ...] = defaults.TCP_TARGETS
+    big_volume_cutoff_cm3: float = defaults.BASELINE_VOLUME_CUTOFF_CM3
     dose_grid_max_gy: float = 400.0
     dose_grid_step_gy: float = 5.0
 
     def __post_init__(self):
         if self.glmm_method not in GLMM_METHODS:
-            raise InputError(f"--glmm-method must be one of {', '.join(GLMM_METHODS)}, got '{self.glmm_method}'")
+            raise InputError(f"glmm_method must be one of {', '.join(GLMM_METHODS)}, got '{self.glmm_method}'")
         if int(self.bootstrap) < 0:
-            raise InputError(f"--bootstrap must be >= 0 replicates, got {self.bootstrap}")
+            raise InputError(f"bootstrap must be >= 0 replicates, got {self.bootstrap}")
         for d in self.doses:
             if not (math.isfinite(d) and d >= 0):
-                raise InputError(f"--doses must be finite doses >= 0 Gy, got {d}")
+                raise InputError(f"doses must be finite doses >= 0 Gy, got {d}")
         for p in self.tcp_targets:
             if not (0.0 < p < 1.0):
-                raise InputError(f"--tcp-targets must lie strictly between 0 and 1, got {p}")
+                raise InputError(f"tcp_targets must lie strictly between 0 and 1, got {p}")
         if not (self.dose_grid_max_gy > 0 and self.dose_grid_step_gy > 0):
             raise InputError("the dose grid needs a positive maximum and step")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from LuDoseResponseLib import defaults
 from LuDoseResponseLib.files import atomic_path, write_text_atomic
 from LuDoseResponseLib.response.cohort import GRADES
 
@@ -111,7 +112,7 @@ def _fig_dv_vs_dose(analysis: dict, df, out_dir: Path) -> list[Path]:
     colours = _patient_colours(df["patient"])
     fig, axes = plt.subplots(1, 2, figsize=(9, 4), sharey=True)
     dr = analysis.get("dose_response") or {}
-    threshold = float((analysis.get("settings") or {}).get("responder_threshold", 0.66))
+    threshold = float((analysis.get("settings") or {}).get("responder_threshold", defaults.RESPONDER_THRESHOLD))
     for ax, g in zip(axes, GRADES, strict=True):
         d = df[df["grade"] == g]
         if "dose_gy_sd" in d.columns and d["dose_gy_sd"].notna().any():

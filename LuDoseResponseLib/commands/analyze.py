@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from LuDoseResponseLib import defaults
 from LuDoseResponseLib.errors import InputError
 
 
@@ -19,20 +20,27 @@ def float_list(text: str) -> tuple[float, ...]:
     return values
 
 
+def _listed(values) -> str:
+    return ",".join(f"{v:g}" for v in values)
+
+
 def add_analysis_options(p: argparse.ArgumentParser) -> None:
     """The contract's analysis options, shared by `analyze` and `demo`."""
-    p.add_argument("--responder-threshold", type=float, default=0.66,
-                   help="responder when dv >= this (default 0.66: RECIST 30%% diameter = 66%% volume)")
-    p.add_argument("--min-baseline-volume", type=float, default=4.0,
-                   help="exclude tumours below this baseline volume in cm3 (default 4; 0 disables)")
-    p.add_argument("--glmm-method", choices=("laplace", "agq"), default="laplace",
-                   help="GLMM likelihood: Laplace (default) or adaptive Gauss-Hermite with 25 nodes")
-    p.add_argument("--bootstrap", type=int, default=10000, help="ROC bootstrap replicates (default 10000)")
-    p.add_argument("--seed", type=int, default=1, help="bootstrap seed (default 1)")
-    p.add_argument("--doses", type=float_list, default=(76.0, 135.0),
-                   help="doses in Gy for TCP, odds, sensitivity and specificity (default 76,135)")
-    p.add_argument("--tcp-targets", type=float_list, default=(0.5, 0.9),
-                   help="TCP levels at which to report the dose (default 0.5,0.9)")
+    p.add_argument("--responder-threshold", type=float, default=defaults.RESPONDER_THRESHOLD,
+                   help="responder when dv >= this (default %(default)s: RECIST 30%% diameter = 66%% volume)")
+    p.add_argument("--min-baseline-volume", type=float, default=defaults.MIN_BASELINE_VOLUME_CM3,
+                   help="exclude tumours below this baseline volume in cm3 (default %(default)s; 0 disables)")
+    p.add_argument("--glmm-method", choices=defaults.GLMM_METHODS, default=defaults.GLMM_METHOD,
+                   help=f"GLMM likelihood: Laplace or adaptive Gauss-Hermite with {defaults.AGQ_NODES} nodes "
+                        "(default %(default)s)")
+    p.add_argument("--bootstrap", type=int, default=defaults.BOOTSTRAP_REPLICATES,
+                   help="ROC bootstrap replicates (default %(default)s)")
+    p.add_argument("--seed", type=int, default=defaults.BOOTSTRAP_SEED, help="bootstrap seed (default %(default)s)")
+    p.add_argument("--doses", type=float_list, default=defaults.REPORT_DOSES_GY,
+                   help="doses in Gy for TCP, odds, sensitivity and specificity "
+                        f"(default {_listed(defaults.REPORT_DOSES_GY)})")
+    p.add_argument("--tcp-targets", type=float_list, default=defaults.TCP_TARGETS,
+                   help=f"TCP levels at which to report the dose (default {_listed(defaults.TCP_TARGETS)})")
 
 
 def settings_from_args(args):

@@ -39,7 +39,7 @@ from collections.abc import Callable
 import numpy as np
 import SimpleITK as sitk
 
-from LuDoseResponseLib.errors import GeometryError, InputError, PhysicsError
+from LuDoseResponseLib.errors import DataQualityWarning, GeometryError, InputError, PhysicsError
 from LuDoseResponseLib.physics.convolution import cached_convolver
 from LuDoseResponseLib.physics.density import HuDensityCalibration, density_on_grid
 from LuDoseResponseLib.physics.kernels import VoxelKernel, lu177_kernel
@@ -114,8 +114,7 @@ def _negative_transform(view: np.ndarray, policy: str) -> Callable[[np.ndarray],
         raise PhysicsError(f"{what}; pass negative_activity='clip' or 'keep' to accept reconstruction noise")
     msg = f"{what}; " + ("they are set to 0 (negative_activity='clip')" if policy == "clip"
                          else "they are kept (negative_activity='keep'): the dose rate can be negative there")
-    log.warning(msg)
-    warnings.warn(msg, stacklevel=3)
+    warnings.warn(msg, DataQualityWarning, stacklevel=3)
     if policy == "clip":
         return lambda b: np.maximum(b, 0)          # a new array: the input image is never changed
     return None
@@ -135,8 +134,7 @@ def _kernel_for(image: sitk.Image, kernel: VoxelKernel | None, photon_radius_mm:
     if rel > _KERNEL_SPACING_RTOL_WARN:
         msg = (f"kernel voxel size {kernel.voxel_size_mm} mm differs from the image spacing {spacing} mm by "
                f"{100 * rel:.2f} %")
-        log.warning(msg)
-        warnings.warn(msg, stacklevel=3)
+        warnings.warn(msg, DataQualityWarning, stacklevel=3)
     return kernel
 
 

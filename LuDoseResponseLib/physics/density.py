@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from LuDoseResponseLib.errors import GeometryError, InputError, PhysicsError
+from LuDoseResponseLib.errors import DataQualityWarning, GeometryError, InputError, PhysicsError
 from LuDoseResponseLib.imaging import overlap_fraction, same_grid
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,6 @@ def density_on_grid(image: sitk.Image, reference: sitk.Image, *, unit: str = "au
         share = float(np.mean(outside))
         msg = (f"{100 * share:.1f} % of the activity image lies outside the CT; water density "
                f"({WATER_DENSITY_G_PER_CM3} g/cm3) is used there")
-        log.warning(msg)
-        warnings.warn(msg, stacklevel=2)
+        warnings.warn(msg, DataQualityWarning, stacklevel=2)
         rho[outside] = WATER_DENSITY_G_PER_CM3
     return rho

@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import roots_jacobi
 
-from LuDoseResponseLib.errors import InputError, PhysicsError
+from LuDoseResponseLib.errors import DataQualityWarning, InputError, PhysicsError
 from LuDoseResponseLib.files import atomic_path
 from LuDoseResponseLib.physics.electron_transport import DPK_MODEL_VERSION, RadialEnergyProfile, lu177_electron_dpk
 from LuDoseResponseLib.physics.nuclides import MEV_TO_J, lu177
@@ -670,7 +670,8 @@ def check_kernel_energy(kernel: VoxelKernel, *, strict: bool = True) -> KernelEn
     if low:
         warnings.warn(f"kernel from {kernel.source} holds {energy:.4g} MeV per decay, "
                       f"{100 * (1 - energy / e_e):.1f} % less than ICRP-107's electron energy {e_e:.6g} MeV: "
-                      "some emissions (e.g. conversion electrons) are probably missing", stacklevel=2)
+                      "some emissions (e.g. conversion electrons) are probably missing",
+                      DataQualityWarning, stacklevel=2)
     return result
 
 

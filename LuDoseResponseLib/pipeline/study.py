@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from LuDoseResponseLib import defaults
 from LuDoseResponseLib.dosimetry.quantification import calibration_warnings
 from LuDoseResponseLib.errors import LuDoseResponseError, ManifestError
 from LuDoseResponseLib.io import dicom
@@ -45,7 +46,7 @@ SETTINGS_CHOICES = {
     "tail": ("fit", "physical"),
 }
 UNITS = ("counts", "bq_per_ml")
-GRADES = ("G1", "G2")
+GRADES = defaults.GRADES
 _TOP_KEYS = {"patient", "grade", "settings", "cycles", "followups"}
 _SETTINGS_KEYS = {"dose_method", "density_correction", "pvc", "psf_fwhm_mm", "integration", "tail"}
 _CYCLE_KEYS = {"number", "administered_at", "activity_mbq", "calibration_cps_per_mbq", "ct", "tumours",

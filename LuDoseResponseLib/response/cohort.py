@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from LuDoseResponseLib import defaults
 from LuDoseResponseLib.errors import CohortError
 
 log = logging.getLogger(__name__)
@@ -24,9 +25,9 @@ REQUIRED_COLUMNS = ("patient", "tumor", "grade", "dose_gy", "activity_gbq", "bas
 NUMERIC_COLUMNS = ("dose_gy", "activity_gbq", "baseline_volume_cm3", "dv")
 OPTIONAL_NUMERIC_COLUMNS = ("dose_gy_sd", "dose_all_cycles_gy", "activity_all_cycles_gbq", "dv_all_cycles",
                             "n_cycles", "t_vmin_days")
-GRADES = ("G1", "G2")
-DEFAULT_RESPONDER_THRESHOLD = 0.66
-DEFAULT_MIN_BASELINE_VOLUME_CM3 = 4.0
+GRADES = defaults.GRADES
+DEFAULT_RESPONDER_THRESHOLD = defaults.RESPONDER_THRESHOLD
+DEFAULT_MIN_BASELINE_VOLUME_CM3 = defaults.MIN_BASELINE_VOLUME_CM3
 MAX_PROBLEMS_SHOWN = 25
 
 
@@ -194,7 +195,7 @@ def validate_cohort_table(df, *, source: str = "<table>",
     kept = df.loc[~df["excluded"]]
     if len(kept) == 0:
         raise CohortError(f"{source}: every tumour has a baseline volume below {min_baseline_volume_cm3:g} cm3; "
-                          "lower --min-baseline-volume (0 disables the cut-off)")
+                          "lower the minimum baseline volume (0 disables the cut-off)")
     if int(kept["responder"].sum()) == 0:
         raise CohortError(f"{source}: no responders (no tumour with dv >= {responder_threshold:g} among the "
                           f"{len(kept)} analysed); dose-response statistics need both responders and non-responders")

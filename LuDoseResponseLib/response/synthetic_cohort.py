@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from LuDoseResponseLib import defaults
+
 GBQ_PER_CYCLE = 7.4
 
 
@@ -93,7 +95,7 @@ def generate_cohort(seed: int = 13, spec: SyntheticCohortSpec | None = None):
                 "best_response_before_last_cycle": int(n_until_best < n_cycles),
             })
     df = pd.DataFrame(rows)
-    df.insert(7, "responder", (df["dv"] >= 0.66).astype(int))
+    df.insert(7, "responder", (df["dv"] >= defaults.RESPONDER_THRESHOLD).astype(int))
     return df
 
 

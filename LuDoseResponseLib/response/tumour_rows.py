@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
+from LuDoseResponseLib import defaults
 from LuDoseResponseLib.dosimetry.integration import TimeIntegral, sum_cycles
 from LuDoseResponseLib.dosimetry.uncertainty import DoseUncertainty
 from LuDoseResponseLib.errors import InputError
@@ -43,7 +44,7 @@ TUMOUR_COLUMNS = (
     "dv_all_cycles", "baseline_date", "vmax_date", "vmin_date", "below_min_baseline_volume", "baseline_volume_group",
     "warnings",
 )
-GRADES = ("G1", "G2")
+GRADES = defaults.GRADES
 #: tumour absorbed dose per cycle outside which a row carries a warning (Gy; physics README §5:
 #: 2–77 Gy in 182 lesions, Roth et al. J Nucl Med 2022;63:399)
 PLAUSIBLE_CYCLE_DOSE_GY = (0.1, 100.0)

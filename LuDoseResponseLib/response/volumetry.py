@@ -27,15 +27,16 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from LuDoseResponseLib import defaults
 from LuDoseResponseLib.errors import GeometryError, InputError
 from LuDoseResponseLib.imaging import read_image_header, voxel_volume_ml
 
 log = logging.getLogger(__name__)
 
-RESPONDER_THRESHOLD = 0.66
+RESPONDER_THRESHOLD = defaults.RESPONDER_THRESHOLD
 RECIST_VOLUME_EQUIVALENT = 1.0 - 0.7 ** 3          # 0.657: 30 % in diameter, for a sphere
-MIN_BASELINE_VOLUME_CM3 = 4.0                     # the paper's exclusion (tumours < 4 cm³)
-BASELINE_VOLUME_CUTOFF_CM3 = 30.0                 # the paper's exploratory grouping (Fig. 5)
+MIN_BASELINE_VOLUME_CM3 = defaults.MIN_BASELINE_VOLUME_CM3
+BASELINE_VOLUME_CUTOFF_CM3 = defaults.BASELINE_VOLUME_CUTOFF_CM3
 _SEGMENT_KEY = re.compile(r"^Segment(\d+)_Name$")
 
 

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
+from LuDoseResponseLib import defaults
+
 from ..errors import InputError, ModelFitError
 
 logger = logging.getLogger(__name__)
@@ -229,8 +231,8 @@ def _bootstrap_aucs(controls: np.ndarray, cases: np.ndarray, direction: str, n_b
 # ------------------------------------------------------------------------------------------------
 # public
 # ------------------------------------------------------------------------------------------------
-def roc_analysis(responder: Any, predictor: Any, *, doses: tuple[float, ...] | list[float] = (76.0, 135.0),
-                 n_boot: int = 10000, seed: int = 1) -> RocResult:
+def roc_analysis(responder: Any, predictor: Any, *, doses: tuple[float, ...] | list[float] = defaults.REPORT_DOSES_GY,
+                 n_boot: int = defaults.BOOTSTRAP_REPLICATES, seed: int = defaults.BOOTSTRAP_SEED) -> RocResult:
     """ROC of ``predictor`` (e.g. absorbed dose in Gy) for ``responder`` (1 = case, 0 = control).
 
     Returns AUC (exact, ties 1/2), 95 % DeLong CI, stratified percentile bootstrap CI (``n_boot``

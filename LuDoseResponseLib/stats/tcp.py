@@ -32,14 +32,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import expit, logit
 
+from LuDoseResponseLib import defaults
 from LuDoseResponseLib.errors import InputError
 from LuDoseResponseLib.stats.glmm import GlmmResult, fit_binomial_glmm, is_separated
 
 log = logging.getLogger(__name__)
 
 Z95 = 1.96                                    # the paper: "95 % CI ... 1.96 times the SD"
-GRADES = ("G1", "G2")
-METHODS = {"laplace": 1, "agq": 25}
+GRADES = defaults.GRADES
+METHODS = {"laplace": 1, "agq": defaults.AGQ_NODES}
 DEFAULT_DOSE_GRID_GY = np.arange(81) * 5.0    # 0, 5, ..., 400 Gy
 DEFAULT_DOSE_GRID_GY.setflags(write=False)
 _INTERCEPT, _DOSE, _DOSE_G2 = "(Intercept)", "dose_gy", "dose_gy:gradeG2"
@@ -257,8 +258,9 @@ def _keys(values: Sequence[float] | np.ndarray, name: str, *, open_unit: bool = 
 
 
 def tcp_analysis(dose_gy: Sequence[float], grade: Sequence[str], responder: Sequence[int],
-                 patient: Sequence[str], *, method: str = "laplace",
-                 doses_gy: Sequence[float] = (76.0, 135.0), tcp_targets: Sequence[float] = (0.5, 0.9),
+                 patient: Sequence[str], *, method: str = defaults.GLMM_METHOD,
+                 doses_gy: Sequence[float] = defaults.REPORT_DOSES_GY,
+                 tcp_targets: Sequence[float] = defaults.TCP_TARGETS,
                  dose_grid_gy: Sequence[float] | None = None) -> TcpResult:
     """Fit the paper's TCP GLMM and derive the per-grade population TCP (paper, Fig. 3 and Results).
 
