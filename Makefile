@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# the independent references (../shared/reference) are required; LUDR_REQUIRE_REFERENCE=0 runs without them
+LUDR_REQUIRE_REFERENCE ?= 1
 
 .PHONY: demo test bench lint clean
 
@@ -18,7 +20,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check LuDoseResponseLib LuDoseResponse Testing benchmarks
-	LUDR_REQUIRE_SLICER_CORE=1 $(PY) -m pytest Testing -q
+	LUDR_REQUIRE_REFERENCE=$(LUDR_REQUIRE_REFERENCE) LUDR_REQUIRE_SLICER_CORE=1 $(PY) -m pytest Testing -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/stats.py

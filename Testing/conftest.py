@@ -23,7 +23,21 @@ def _reference_root() -> Path:
 
 
 def _require_reference() -> bool:
-    return bool(os.environ.get("LUDR_REQUIRE_REFERENCE") or os.environ.get("CI"))
+    """``make test`` and CI require the reference; ``LUDR_REQUIRE_REFERENCE=0`` lets a developer
+    without it run the rest (the reference tests then skip, and say so)."""
+    flag = os.environ.get("LUDR_REQUIRE_REFERENCE", "").strip().lower()
+    if flag in ("0", "false", "no"):
+        return False
+    return bool(flag or os.environ.get("CI"))
+
+
+def pytest_sessionstart(session):
+    """A required but missing reference stops the run at once with one message saying where it goes."""
+    root = _reference_root()
+    if _require_reference() and not root.is_dir():
+        pytest.exit(f"reference data not found at {root}: put the project's shared/reference folder beside the "
+                    "repository (../shared/reference) or set LUDR_REFERENCE_DIR to it; "
+                    "LUDR_REQUIRE_REFERENCE=0 runs the other tests without it", returncode=4)
 
 
 @pytest.fixture(scope="session")
