@@ -1,18 +1,24 @@
 """Writing results: NRRD volumes and DICOM RT Dose (RTDOSE), always atomically.
 
 RTDOSE (PS3.3 A.18, RT Dose module C.8.8.3) is written as a multi-frame grid in Gy:
-DoseUnits GY, DoseType PHYSICAL, unsigned 32-bit pixels with DoseGridScaling, frames placed by
-GridFrameOffsetVector (relative offsets from ImagePositionPatient along row × column). It
-carries the source SPECT's patient, StudyInstanceUID and FrameOfReferenceUID and lists the
+DoseUnits GY, DoseType PHYSICAL, unsigned 32-bit (or 16-bit) pixels with DoseGridScaling, frames
+placed by GridFrameOffsetVector (relative offsets from ImagePositionPatient along row × column).
+It carries the source SPECT's patient, StudyInstanceUID and FrameOfReferenceUID and lists the
 source images in SourceImageSequence, so Slicer (SlicerRT), MIM and other tools load it in the
-study's space. There is no RT Plan in radiopharmaceutical therapy, so no ReferencedRTPlanSequence
-is written.
+study's space.
 
-RescaleSlope repeats DoseGridScaling so that readers that ignore the RT Dose module (GDCM,
-hence SimpleITK and Slicer's scalar-volume loader) also give Gy.
+Conformance (checked with dicom3tools' ``dciodvfy``, zero errors): every Dose Summation Type
+requires a referenced RT Plan (PLAN, BEAM, FRACTION, ...) or treatment record (RECORD), and a
+radiopharmaceutical therapy has neither. The dose is therefore written with DoseSummationType PLAN
+beside a companion RT Plan (``<name>_rtplan.dcm``, RT General Plan module with RTPlanGeometry
+TREATMENT_DEVICE, no beams) that describes the administration, and ReferencedRTPlanSequence points
+to it. Keep the two files together when exporting.
 
-Quantisation: stored = round(dose / s) with s = max(dose) / (2³² − 1) written as a DS; the
-read-back error is at most s / 2 Gy per voxel.
+RescaleSlope repeats DoseGridScaling (RescaleType US, "unspecified", a defined term) so that readers
+that ignore the RT Dose module (GDCM, hence SimpleITK and Slicer's scalar-volume loader) also give Gy.
+
+Quantisation: stored = round(dose / s) with s = max(dose) / (2^bits − 1) written as a DS; the
+read-back error is at most s / 2 Gy per voxel (bits 32: 1.2e-10 of the maximum; 16: 7.6e-6).
 """
 
 from __future__ import annotations
@@ -33,10 +39,9 @@ from LuDoseResponseLib.errors import DicomError, GeometryError, InputError
 from LuDoseResponseLib.files import atomic_path, refuse_to_overwrite_input
 from LuDoseResponseLib.io.dicom.metadata import SeriesMetadata
 
-#: Dose Summation Type values accepted (PS3.3 C.8.8.3)
-DOSE_SUMMATION_TYPES = ("PLAN", "MULTI_PLAN", "FRACTION", "BEAM", "BRACHY", "FRACTION_SESSION",
-                        "BEAM_SESSION", "BRACHY_SESSION", "CONTROL_POINT", "RECORD")
-_UINT32_MAX = 2**32 - 1
+#: Dose Summation Types that can be written: the others need beams, fractions or treatment records
+DOSE_SUMMATION_TYPES = ("PLAN",)
+RT_PLAN_STORAGE = "1.2.840.10008.5.1.4.1.1.481.5"
 _NEGATIVE_TOL = 1e-6  # negative dose down to this fraction of the maximum (numerical noise) is clipped
 
 
@@ -70,33 +75,107 @@ def _right_handed(dose_zyx: np.ndarray, image: sitk.Image) -> tuple[np.ndarray, 
     return np.ascontiguousarray(dose_zyx), origin, direction
 
 
-def _dose_grid_scaling(peak_gy: float) -> float:
-    """The smallest DS-representable scaling s with peak / s ≤ 2³² − 1."""
+def _dose_grid_scaling(peak_gy: float, stored_max: int) -> float:
+    """The smallest DS-representable scaling s with peak / s ≤ ``stored_max``."""
     if peak_gy <= 0:
         return 1.0
-    s = float(f"{peak_gy / _UINT32_MAX * (1 + 1e-9):.10g}")
-    while peak_gy / s > _UINT32_MAX:  # rounding to 10 digits went down; step up
+    s = float(f"{peak_gy / stored_max * (1 + 1e-9):.10g}")
+    while peak_gy / s > stored_max:  # rounding to 10 digits went down; step up
         s = float(f"{s * (1 + 1e-9):.10g}")
     return s
 
 
+def rtplan_path(rtdose_path: str | os.PathLike) -> Path:
+    """Where :func:`write_rtdose` writes the companion RT Plan of ``rtdose_path``."""
+    target = Path(rtdose_path)
+    return target.with_name(f"{target.stem}_rtplan{target.suffix or '.dcm'}")
+
+
+def _copy_patient_and_study(ds: Dataset, source: SeriesMetadata) -> None:
+    """Patient and General Study modules from the source, so that the objects join its study."""
+    ds.PatientName = source.patient_name or ""
+    ds.PatientID = source.patient_id or ""
+    ds.PatientBirthDate = source.patient_birth_date or ""
+    ds.PatientSex = source.patient_sex or ""
+    ds.StudyInstanceUID = source.study_uid
+    ds.StudyDate = source.study_date or ""
+    ds.StudyTime = source.study_time or ""
+    ds.StudyID = source.study_id or ""
+    ds.AccessionNumber = source.accession_number or ""
+    ds.ReferringPhysicianName = ""
+    if source.study_description:
+        ds.StudyDescription = source.study_description
+
+
+def _new_instance(sop_class_uid: str, modality: str, now: datetime) -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = sop_class_uid
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ds.Modality = modality
+    ds.SeriesInstanceUID = generate_uid()
+    ds.OperatorsName = ""
+    ds.Manufacturer = "LuDoseResponse"
+    ds.SoftwareVersions = __version__
+    ds.InstanceNumber = 1
+    return ds
+
+
+def _companion_plan(source: SeriesMetadata, now: datetime, label: str, description: str) -> Dataset:
+    """A minimal RT Plan (A.20: RT General Plan, TREATMENT_DEVICE geometry, no beams) for the administration."""
+    plan = _new_instance(RT_PLAN_STORAGE, "RTPLAN", now)
+    _copy_patient_and_study(plan, source)
+    plan.SeriesNumber = 901
+    plan.SeriesDescription = "Lu-177 administration (LuDoseResponse)"
+    plan.FrameOfReferenceUID = source.frame_of_reference_uid
+    plan.PositionReferenceIndicator = ""
+    plan.RTPlanLabel = label[:16]
+    plan.RTPlanName = label[:64]
+    plan.RTPlanDescription = description[:1024]
+    plan.RTPlanDate, plan.RTPlanTime = plan.InstanceCreationDate, plan.InstanceCreationTime
+    plan.RTPlanGeometry = "TREATMENT_DEVICE"
+    return plan
+
+
+def _administration_text(source: SeriesMetadata) -> str:
+    parts = ["Radiopharmaceutical therapy with Lu-177; no external beams"]
+    if source.activity_mbq is not None:
+        parts.append(f"administered activity {source.activity_mbq:.6g} MBq")
+    if source.administered_at is not None:
+        parts.append(f"at {source.administered_at.isoformat(timespec='minutes')}")
+    return ", ".join(parts)
+
+
 def write_rtdose(dose_gy: sitk.Image, path: str | os.PathLike, *, source: SeriesMetadata,
                  series_description: str = "Lu-177 absorbed dose (LuDoseResponse)",
-                 dose_summation_type: str = "PLAN", series_number: int = 900) -> Path:
+                 dose_summation_type: str = "PLAN", series_number: int = 900, bits_allocated: int = 32,
+                 plan_label: str = "Lu-177 RPT") -> Path:
     """Write an absorbed-dose map (Gy) as DICOM RT Dose referencing ``source``'s study and frame.
 
     ``source`` is the SPECT (or CT) the dose grid belongs to, as read by ``dicom.read_metadata``.
-    The file is never written over the source, nor into the source's DICOM folder (where it would
-    join the series read from there).
+    The companion RT Plan is written to :func:`rtplan_path` (module docstring). Neither file is
+    written over the source, nor into the source's DICOM folder (where it would join the series
+    read from there). ``bits_allocated`` 32 (default) or 16. Returns the RT Dose path.
     """
     target = Path(path)
+    plan_target = rtplan_path(target)
     source_path = Path(source.path)
     refuse_to_overwrite_input(target, [source_path])
+    refuse_to_overwrite_input(plan_target, [source_path])
     if source_path.is_dir() and source_path.resolve() in target.resolve().parents:
         raise InputError(f"output {target} is inside the input DICOM folder {source_path}, where it would be read "
                          "as one more series of that folder; choose another output folder")
     if dose_summation_type not in DOSE_SUMMATION_TYPES:
-        raise InputError(f"dose_summation_type {dose_summation_type!r} is not one of {DOSE_SUMMATION_TYPES}")
+        raise InputError(f"dose_summation_type {dose_summation_type!r}: only {DOSE_SUMMATION_TYPES} can be written "
+                         "(the other types need beams, fractions or treatment records, which a radiopharmaceutical "
+                         "therapy does not have)")
+    if bits_allocated not in (16, 32):
+        raise InputError(f"bits_allocated must be 16 or 32, got {bits_allocated!r}")
     for field_name, tag in (("study_uid", "StudyInstanceUID (0020,000D)"),
                             ("frame_of_reference_uid", "FrameOfReferenceUID (0020,0052)")):
         if getattr(source, field_name) is None:
@@ -113,46 +192,21 @@ def write_rtdose(dose_gy: sitk.Image, path: str | os.PathLike, *, source: Series
                          "RTDOSE holds non-negative physical dose only")
     dose = np.clip(dose, 0.0, None)
     dose, origin, direction = _right_handed(dose, dose_gy)
-    scaling = _dose_grid_scaling(peak)
-    stored = np.rint(dose / scaling).astype("<u4")
+    scaling = _dose_grid_scaling(peak, 2**bits_allocated - 1)
+    stored = np.rint(dose / scaling).astype("<u4" if bits_allocated == 32 else "<u2")
     sx, sy, sz = (float(v) for v in dose_gy.GetSpacing())
     nz, ny, nx = dose.shape
 
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = RTDoseStorage
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = RTDoseStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.SpecificCharacterSet = "ISO_IR 192"
     now = datetime.now()
-    ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    # Patient and General Study modules: copied from the source so that the dose joins its study
-    ds.PatientName = source.patient_name or ""
-    ds.PatientID = source.patient_id or ""
-    ds.PatientBirthDate = source.patient_birth_date or ""
-    ds.PatientSex = source.patient_sex or ""
-    ds.StudyInstanceUID = source.study_uid
-    ds.StudyDate = source.study_date or ""
-    ds.StudyTime = source.study_time or ""
-    ds.StudyID = source.study_id or ""
-    ds.AccessionNumber = source.accession_number or ""
-    ds.ReferringPhysicianName = ""
-    if source.study_description:
-        ds.StudyDescription = source.study_description
-    # RT Series, Frame of Reference, General Equipment
-    ds.Modality = "RTDOSE"
-    ds.SeriesInstanceUID = generate_uid()
+    plan = _companion_plan(source, now, plan_label, _administration_text(source))
+    ds = _new_instance(RTDoseStorage, "RTDOSE", now)
+    _copy_patient_and_study(ds, source)
+    # RT Series, Frame of Reference
     ds.SeriesNumber = series_number
     ds.SeriesDescription = series_description
-    ds.OperatorsName = ""
     ds.FrameOfReferenceUID = source.frame_of_reference_uid
     ds.PositionReferenceIndicator = ""
-    ds.Manufacturer = "LuDoseResponse"
-    ds.SoftwareVersions = __version__
     # General Image
-    ds.InstanceNumber = 1
     ds.ContentDate, ds.ContentTime = ds.InstanceCreationDate, ds.InstanceCreationTime
     ds.ImageType = ["DERIVED", "SECONDARY", "DOSE"]
     ds.DerivationDescription = f"Absorbed dose computed by LuDoseResponse {__version__} from {source.modality}"
@@ -173,7 +227,8 @@ def write_rtdose(dose_gy: sitk.Image, path: str | os.PathLike, *, source: Series
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = ny, nx
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 32, 32, 31, 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits_allocated, bits_allocated, bits_allocated - 1
+    ds.PixelRepresentation = 0
     ds.NumberOfFrames = nz
     ds.FrameIncrementPointer = 0x3004000C  # GridFrameOffsetVector
     # RT Dose
@@ -182,12 +237,18 @@ def write_rtdose(dose_gy: sitk.Image, path: str | os.PathLike, *, source: Series
     ds.DoseSummationType = dose_summation_type
     ds.DoseComment = "Lu-177 absorbed dose"
     ds.DoseGridScaling = f"{scaling:.10g}"
+    plan_reference = Dataset()
+    plan_reference.ReferencedSOPClassUID = plan.SOPClassUID
+    plan_reference.ReferencedSOPInstanceUID = plan.SOPInstanceUID
+    ds.ReferencedRTPlanSequence = DicomSequence([plan_reference])
     # the same factor as a modality rescale: generic readers (GDCM, so SimpleITK and Slicer's scalar
     # volume loader) then show Gy too; RT readers use DoseGridScaling
-    ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = ds.DoseGridScaling, "0", "GY"
+    ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = ds.DoseGridScaling, "0", "US"
     ds.GridFrameOffsetVector = [f"{k * sz:.10g}" for k in range(nz)]
     ds.PixelData = stored.tobytes()
 
+    with atomic_path(plan_target) as tmp:
+        plan.save_as(tmp, enforce_file_format=True)
     with atomic_path(target) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
     return target

@@ -25,11 +25,14 @@ from datetime import date, datetime
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import SimpleITK as sitk
 
 from LuDoseResponseLib import defaults
 from LuDoseResponseLib.errors import GeometryError, InputError
 from LuDoseResponseLib.imaging import read_image_header, voxel_volume_ml
+from LuDoseResponseLib.io.rtstruct import RTSTRUCT_SOP_CLASS
+from LuDoseResponseLib.io.seg import SEG_SOP_CLASS, read_seg
 
 log = logging.getLogger(__name__)
 
@@ -198,13 +201,58 @@ def _seg_nrrd_segments(image: sitk.Image, source: str) -> list[SegmentInfo]:
     return segments
 
 
+def _dicom_sop_class(path: Path) -> str | None:
+    """The SOPClassUID of a DICOM Part-10 file (header only), or None when the file is not DICOM."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(132)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the segmentation ({exc})") from None
+    if len(head) < 132 or head[128:132] != b"DICM":
+        return None
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    except Exception as exc:  # noqa: BLE001 - any unreadable header is a bad input file, named
+        raise InputError(f"{path}: cannot read the DICOM header ({exc})") from None
+    return str(ds.get("SOPClassUID", ""))
+
+
+def _dicom_segmentation_kind(path: Path) -> str | None:
+    """"seg" for a DICOM SEG; None for a non-DICOM file; InputError for other DICOM objects."""
+    sop = _dicom_sop_class(path)
+    if sop is None:
+        return None
+    if sop == SEG_SOP_CLASS:
+        return "seg"
+    if sop == RTSTRUCT_SOP_CLASS:
+        raise InputError(f"{path}: an RTSTRUCT holds contours, not voxels; rasterise it onto its CT with "
+                         "LuDoseResponseLib.io.rtstruct.rasterise_rtstruct and give the masks as a label image")
+    raise InputError(f"{path}: a DICOM file that is not a Segmentation (SOP Class {sop}); give a DICOM SEG, a "
+                     "Slicer .seg.nrrd or a label image")
+
+
+def _segmentation_from_dicom_seg(path: Path) -> Segmentation:
+    """A DICOM SEG as a Segmentation: one layer per segment (SEG segments may overlap), value 1."""
+    seg = read_seg(path)
+    for w in seg.warnings:
+        log.warning(w)
+    masks = [s.mask for s in seg.segments.values()]
+    image = masks[0] if len(masks) == 1 else sitk.Compose(masks)
+    segments = tuple(SegmentInfo(label, layer, 1) for layer, label in enumerate(seg.segments))
+    return Segmentation(image, segments, str(path))
+
+
 def segment_names(path: str | Path) -> tuple[str, ...] | None:
-    """The segment names of a Slicer ``.seg.nrrd`` from its header alone (no voxels are read).
+    """The segment names of a Slicer ``.seg.nrrd`` or a DICOM SEG from its header alone (no voxels).
 
     None for a label image without names (its tumours are named by their label values, which only the
     voxels tell). Raises InputError naming the file when it cannot be read as an image.
     """
     p = Path(path)
+    if p.is_file() and _dicom_segmentation_kind(p) == "seg":
+        ds = pydicom.dcmread(p, stop_before_pixels=True)
+        return tuple((str(s.get("SegmentLabel", "")) or f"Segment {s.SegmentNumber}").strip()
+                     for s in ds.get("SegmentSequence", []))
     reader = read_image_header(p, "segmentation")
     keys = reader.GetMetaDataKeys()
     indices = sorted(int(m.group(1)) for k in keys if (m := _SEGMENT_KEY.match(k)))
@@ -216,13 +264,16 @@ def segment_names(path: str | Path) -> tuple[str, ...] | None:
 
 
 def read_segmentation(path: str | Path, label_names: Mapping[int, str] | None = None) -> Segmentation:
-    """Read a Slicer ``.seg.nrrd`` (names from its header) or a label image (NRRD, NIfTI, MetaImage).
+    """Read a Slicer ``.seg.nrrd`` (names from its header), a DICOM SEG (names from its segment labels,
+    on the grid its frames define: ``io/seg.py``) or a label image (NRRD, NIfTI, MetaImage).
 
     For a label image, ``label_names`` maps label value → tumour name (default: the value as text).
     """
     p = Path(path)
     if not p.is_file():
         raise InputError(f"segmentation file not found: {p}")
+    if _dicom_segmentation_kind(p) == "seg":
+        return _segmentation_from_dicom_seg(p)
     try:
         image = sitk.ReadImage(str(p))
     except RuntimeError as exc:

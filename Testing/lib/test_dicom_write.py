@@ -94,7 +94,8 @@ def test_rtdose_refuses_bad_input_and_keeps_an_existing_file(tmp_path):
     with pytest.raises(InputError, match="negative values"):
         write_rtdose(bad, target, source=spect.metadata)
     assert target.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dose.dcm", "s.dcm"]  # no temporary left over
+    # no temporary left over (dose_rtplan.dcm is the RT Dose's companion RT Plan, see io/write.py)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dose.dcm", "dose_rtplan.dcm", "s.dcm"]
     no_frame = spect.metadata.with_value("frame_of_reference_uid", None, "test")
     with pytest.raises(DicomError, match="FrameOfReferenceUID"):
         write_rtdose(good, tmp_path / "x.dcm", source=no_frame)
