@@ -91,3 +91,16 @@ def test_only_plan_dose_summation_can_be_written(tmp_path, spect):
     with pytest.raises(InputError, match="bits_allocated"):
         write_rtdose(_dose(spect), tmp_path / "d.dcm", source=spect.metadata, bits_allocated=8)
     assert not any(tmp_path.glob("d*.dcm"))
+
+
+def test_seg_is_conformant(tmp_path, spect):
+    from LuDoseResponseLib.io.seg_write import write_seg
+
+    array = (sitk.GetArrayFromImage(spect.image) > 0).astype(np.uint8)
+    tumour = sitk.GetImageFromArray(array)
+    tumour.CopyInformation(spect.image)
+    kidney = sitk.GetImageFromArray(np.roll(array, 2, axis=2))
+    kidney.CopyInformation(spect.image)
+    out = write_seg({"T1": tumour, "Kidney_R": kidney}, tmp_path / "seg.dcm", source=spect.metadata)
+    errors, warnings = _validate(out)
+    assert errors == [] and warnings == []
