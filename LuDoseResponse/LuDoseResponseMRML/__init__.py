@@ -15,3 +15,7 @@ Modules:
   results   analysis.json dict -> table nodes, TCP and dose-response charts
   cohort    cohort CSV -> library analysis -> result nodes (what the module's Apply runs)
 """
+
+from LuDoseResponseMRML.volumes import imageFromVolumeNode, volumeNodeFromImage
+
+__all__ = ["imageFromVolumeNode", "volumeNodeFromImage"]
