@@ -34,7 +34,7 @@ def write_analysis_outputs(cohort: Cohort, result: AnalysisResult, out_dir: str 
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"output path {out_dir} exists and is not a folder; choose a folder for --out")
+        raise InputError(f"output path {out_dir} exists and is not a folder; choose a folder for the outputs")
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_outputs_spare_input(out_dir, cohort.source)
     analysis = result.to_dict()
