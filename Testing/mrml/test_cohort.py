@@ -13,9 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from LuDoseResponseLib.analysis.summary import summary_text as summaryText
 from LuDoseResponseLib.errors import CohortError, InputError
+from LuDoseResponseLib.parsing import parse_number_list as parseNumberList
 from LuDoseResponseLib.response.synthetic_cohort import generate_cohort
-from LuDoseResponseMRML.cohort import analysisSettings, parseNumberList, runCohortAnalysis, summaryText
+from LuDoseResponseMRML.cohort import analysisSettings, runCohortAnalysis
 
 FAST = {"bootstrap": 200, "seed": 2}
 
