@@ -241,15 +241,6 @@ class OutputSet:
         _fsync(self.out_dir.parent, directory=True)
 
 
-def _environment_error(exc: OSError, out_dir: Path, stage: Path | None) -> InputError | None:
-    """An OSError from the user's environment, named by its final path rather than the staging one."""
-    shown = out_dir
-    if stage is not None and exc.filename:
-        with contextlib.suppress(ValueError):
-            shown = out_dir / Path(exc.filename).relative_to(stage)
-    return user_environment_error(exc, shown)
-
-
 @contextlib.contextmanager
 def output_set(out_dir: str | os.PathLike, *, command: str, inputs: Iterable[str | os.PathLike] = (),
                carry: Iterable[str] = ()) -> Iterator[OutputSet]:
@@ -279,7 +270,7 @@ def output_set(out_dir: str | os.PathLike, *, command: str, inputs: Iterable[str
             run.publish(command, carry)
         stage = None
     except OSError as exc:
-        err = _environment_error(exc, out, stage)
+        err = user_environment_error(exc, out, "write the outputs to")
         if err is None:
             raise
         raise err from exc
