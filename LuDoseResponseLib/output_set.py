@@ -123,6 +123,9 @@ def check_output_folder(out_dir: str | os.PathLike, inputs: Iterable[str | os.Pa
         raise InputError(f"output folder {out_dir} is the root of the file system; choose a sub-folder")
     if out.exists() and not out.is_dir():
         raise InputError(f"output folder {out_dir} exists and is a file; choose a folder")
+    if os.path.ismount(out):
+        raise InputError(f"output folder {out_dir} is a mount point, which cannot be replaced as a whole; "
+                         "choose a sub-folder of it")
     existing = out
     while not existing.exists():
         existing = existing.parent
@@ -142,9 +145,10 @@ def check_output_folder(out_dir: str | os.PathLike, inputs: Iterable[str | os.Pa
 
 
 def _fsync(path: Path, *, directory: bool = False) -> None:
+    """Flush ``path`` to disk, so that a published set survives a power cut (folders: POSIX only)."""
     if directory and os.name != "posix":
         return
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY if os.name == "posix" else os.O_RDWR)  # Windows flushes only writable handles
     try:
         os.fsync(fd)
     finally:
@@ -241,6 +245,23 @@ class OutputSet:
         _fsync(self.out_dir.parent, directory=True)
 
 
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _environment_error(exc: OSError, out: Path, stage: Path | None) -> InputError | None:
+    """The user error for an OSError of the environment: naming the output folder when it came from
+    writing the run (the folder, its parents, the stage, the lock), else the file it came from (an
+    input that cannot be read, say)."""
+    if isinstance(exc.filename, str | os.PathLike):
+        path = Path(os.path.realpath(exc.filename))
+        ours = (_within(path, out) or _within(out, path) or (stage is not None and _within(path, stage))
+                or path.name.startswith(f".{out.name}.ludoseresponse-"))
+        if not ours:
+            return user_environment_error(exc, exc.filename, "use")
+    return user_environment_error(exc, out, "write the outputs to")
+
+
 @contextlib.contextmanager
 def output_set(out_dir: str | os.PathLike, *, command: str, inputs: Iterable[str | os.PathLike] = (),
                carry: Iterable[str] = ()) -> Iterator[OutputSet]:
@@ -270,7 +291,7 @@ def output_set(out_dir: str | os.PathLike, *, command: str, inputs: Iterable[str
             run.publish(command, carry)
         stage = None
     except OSError as exc:
-        err = user_environment_error(exc, out, "write the outputs to")
+        err = _environment_error(exc, out, stage)
         if err is None:
             raise
         raise err from exc

@@ -271,7 +271,7 @@ def test_read_only_output_folder(tmpfs, capsys, tmp_path, old_run):
         kind = "read-only tmpfs"
         shutil.copytree(old_run, fs / "run")
         tmpfs.remount_read_only(fs)
-        parent, cases = fs, [fs / "run", fs / "new", fs]
+        parent, cases = fs, [fs / "run", fs / "new"]
     elif os.name == "posix" and os.geteuid() != 0:
         kind = "folder without write permission"
         parent = tmp_path / "locked"

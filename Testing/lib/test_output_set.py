@@ -193,3 +193,19 @@ def test_environment_errors_name_the_final_path(tmp_path, monkeypatch):
     with pytest.raises(OSError) as info, output_set(out, command="test"):
         raise FileNotFoundError(errno.ENOENT, "gone", "x")  # not the user's environment: not translated
     assert not isinstance(info.value, InputError)
+
+
+def test_environment_errors_of_other_files_name_those_files(tmp_path):
+    import errno
+
+    unreadable = tmp_path / "input" / "cohort.csv"
+    with pytest.raises(InputError, match=r"cannot use .*input.cohort\.csv: Permission denied"), \
+            output_set(tmp_path / "out", command="test"):
+        raise PermissionError(errno.EACCES, "Permission denied", str(unreadable))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not os.path.ismount("/proc"), reason="needs a mount point to aim at")
+def test_a_mount_point_is_refused():
+    with pytest.raises(InputError, match="is a mount point"):
+        _publish("/proc", {"a.txt": "x"})
