@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     except LuDoseResponseError as exc:
         if args.debug:
             raise
-        print(f"ludoseresponse {args.command}: error: {exc}", file=sys.stderr)
+        print(f"ludoseresponse {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as exc:
         error = user_environment_error(exc, exc.filename or "a file", "use") if not args.debug else None
@@ -78,10 +78,16 @@ def main(argv: list[str] | None = None) -> int:
         return _internal_error(args, exc)
 
 
+def _one_line(message: str) -> str:
+    """A message on one line: a list of problems below its first line joined with '; '."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return " ".join(lines[:1] + ["; ".join(lines[1:])]).strip()
+
+
 def _internal_error(args, exc: Exception) -> int:
     if args.debug:
         raise exc
-    message = " ".join(str(exc).split())  # one line
+    message = _one_line(str(exc))
     print(f"ludoseresponse {args.command}: internal error: {type(exc).__name__}: {message}. "
           "Re-run with --debug for the traceback and please report it.", file=sys.stderr)
     return EXIT_INTERNAL_ERROR

@@ -15,20 +15,20 @@ def _listed(values) -> str:
 
 def add_analysis_options(p: argparse.ArgumentParser) -> None:
     """The contract's analysis options, shared by `analyze` and `demo` (parsed by ``settings_from_args``)."""
-    p.add_argument("--responder-threshold", default=f"{defaults.RESPONDER_THRESHOLD:g}",
+    p.add_argument("--responder-threshold", metavar="DV", default=f"{defaults.RESPONDER_THRESHOLD:g}",
                    help="responder when dv >= this (default %(default)s: RECIST 30%% diameter = 66%% volume)")
-    p.add_argument("--min-baseline-volume", default=f"{defaults.MIN_BASELINE_VOLUME_CM3:g}",
+    p.add_argument("--min-baseline-volume", metavar="CM3", default=f"{defaults.MIN_BASELINE_VOLUME_CM3:g}",
                    help="exclude tumours below this baseline volume in cm3 (default %(default)s; 0 disables)")
     p.add_argument("--glmm-method", choices=defaults.GLMM_METHODS, default=defaults.GLMM_METHOD,
                    help=f"GLMM likelihood: Laplace or adaptive Gauss-Hermite with {defaults.AGQ_NODES} nodes "
                         "(default %(default)s)")
-    p.add_argument("--bootstrap", type=int, default=defaults.BOOTSTRAP_REPLICATES,
+    p.add_argument("--bootstrap", type=int, metavar="N", default=defaults.BOOTSTRAP_REPLICATES,
                    help="ROC bootstrap replicates, >= 0 (default %(default)s)")
-    p.add_argument("--seed", type=int, default=defaults.BOOTSTRAP_SEED,
+    p.add_argument("--seed", type=int, metavar="N", default=defaults.BOOTSTRAP_SEED,
                    help="bootstrap seed, >= 0 (default %(default)s)")
-    p.add_argument("--doses", default=_listed(defaults.REPORT_DOSES_GY),
+    p.add_argument("--doses", metavar="GY[,GY...]", default=_listed(defaults.REPORT_DOSES_GY),
                    help="doses in Gy for TCP, odds, sensitivity and specificity (default %(default)s)")
-    p.add_argument("--tcp-targets", default=_listed(defaults.TCP_TARGETS),
+    p.add_argument("--tcp-targets", metavar="P[,P...]", default=_listed(defaults.TCP_TARGETS),
                    help="TCP levels at which to report the dose (default %(default)s)")
 
 

@@ -191,3 +191,12 @@ def test_rerun_into_the_same_folder_replaces_the_run(tmp_path, run_dir):
     assert cli_main(["-q", "demo", "--out", str(folder), "--bootstrap", "0", "--cohort-seed", "21"]) == 0
     assert (folder / "cohort.csv").read_text() == generate_cohort(seed=21).to_csv(index=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_table_with_several_problems_is_still_one_line(capsys, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("patient,tumor,grade,dose_gy,activity_gbq,baseline_volume_cm3,dv\n"
+                   "P1,T1,G1,abc,7,5,0.5\nP2,T2,G2,100,7,5,x\n")
+    _assert_user_error(capsys, ["-q", "analyze", str(bad), "--out", str(tmp_path / "out")],
+                       "row 1 (line 2), column 'dose_gy': 'abc' is not a number; row 2 (line 3), column 'dv'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]
