@@ -51,11 +51,14 @@ def unlock(fd: int) -> None:
 
 
 def is_locked_by_another(path: Path) -> bool:
-    """True if another process holds the lock on the file ``path`` (False if it does not exist)."""
+    """True if another process holds the lock on the file ``path`` (False if it does not exist; True
+    if it cannot be opened, e.g. another user's, since then no one here can tell)."""
     try:
         fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:
         return False
+    except PermissionError:
+        return True
     try:
         if try_lock(fd, blocking=False):
             unlock(fd)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,11 +34,12 @@ _NUMERIC_FIGURE_COLUMNS = ("dose_gy", "dv", "responder", "excluded", "baseline_v
 
 @dataclass(frozen=True)
 class CohortRun:
-    """A cohort analysis: the validated cohort, its result, and the published files by name
-    (``analysis.json``, ``tumours.csv``, ...; empty when no output folder was given)."""
+    """A cohort analysis: the validated cohort, its result, the output folder (resolved; None when
+    not given) and the published files by name (``analysis.json``, ``tumours.csv``, ...)."""
 
     cohort: Cohort
     result: AnalysisResult
+    out_dir: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -81,7 +83,7 @@ def run_cohort(csv_path: str | Path, out_dir: str | Path | None = None,
         cohort, result = _analyse(csv_path, settings)
         _write_run_files(cohort, result, run.stage)
     log.info("wrote %s", run.out_dir / ANALYSIS_JSON)
-    return CohortRun(cohort, result, run.files)
+    return CohortRun(cohort, result, run.out_dir, run.files)
 
 
 def run_cohort_analysis(csv_path: str | Path, out_dir: str | Path | None,
@@ -91,16 +93,17 @@ def run_cohort_analysis(csv_path: str | Path, out_dir: str | Path | None,
     return run.cohort, run.result
 
 
-def run_table_cohort(table, out_dir: str | Path, settings: AnalysisSettings | None = None) -> CohortRun:
-    """Publish a cohort ``table`` (a DataFrame, e.g. a synthetic cohort) as ``cohort.csv`` together
-    with its analysis outputs, as one set in ``out_dir``."""
+def run_table_cohort(make_table: Callable[[], object], out_dir: str | Path,
+                     settings: AnalysisSettings | None = None) -> CohortRun:
+    """Publish the cohort table that ``make_table()`` returns (a DataFrame, e.g. a synthetic cohort)
+    as ``cohort.csv`` together with its analysis outputs, as one set in ``out_dir`` (checked first)."""
     settings = settings or AnalysisSettings()
     with output_set(out_dir, command="demo") as run:
         staged = run.stage / COHORT_CSV
-        table.to_csv(staged, index=False)
+        make_table().to_csv(staged, index=False)
         cohort, result = _analyse(staged, settings, source=run.final_path(staged))
         _write_run_files(cohort, result, run.stage)
-    return CohortRun(cohort, result, run.files)
+    return CohortRun(cohort, result, run.out_dir, run.files)
 
 
 def _read_analysis(path: Path, shown: Path) -> dict:

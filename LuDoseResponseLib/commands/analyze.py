@@ -68,8 +68,8 @@ def print_run(run) -> None:
     from LuDoseResponseLib.analysis.summary import summary_text
 
     print(summary_text(run.result.to_dict()))
-    if run.files:
-        print(f"  outputs: {next(iter(run.files.values())).parent}")
+    if run.out_dir is not None:
+        print(f"  outputs: {run.out_dir}")
 
 
 def run(args) -> int:

@@ -21,8 +21,8 @@ def run(args) -> int:
     from LuDoseResponseLib.response.synthetic_cohort import generate_cohort
 
     settings = settings_from_args(args)
-    table = generate_cohort(seed=non_negative(args.cohort_seed, "--cohort-seed"))
-    run = run_table_cohort(table, args.out, settings)
+    seed = non_negative(args.cohort_seed, "--cohort-seed")
+    run = run_table_cohort(lambda: generate_cohort(seed=seed), args.out, settings)
     print_run(run)
     print(f"  report: {run.files[REPORT_HTML]}")
     return 0
