@@ -39,6 +39,8 @@ def _addRepositoryRootIfNeeded() -> None:
 _addRepositoryRootIfNeeded()
 
 from LuDoseResponseLib import defaults  # noqa: E402
+from LuDoseResponseLib.analysis.summary import summary_text  # noqa: E402
+from LuDoseResponseLib.parsing import parse_number_list  # noqa: E402
 from LuDoseResponseMRML import cohort as cohortBridge  # noqa: E402
 from LuDoseResponseMRML.tables import ROLE_ATTRIBUTE  # noqa: E402
 
@@ -194,7 +196,7 @@ class LuDoseResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                                  **self.logic.cohortSettings(parameters))
             parameters.resultsTable = nodes.tables["tcp"]
             parameters.tcpChart = nodes.charts["tcp"]
-            self.ui.statusLabel.text = cohortBridge.summaryText(nodes.analysis)
+            self.ui.statusLabel.text = summary_text(nodes.analysis, "the tables' Warnings and Error columns")
             self.logic.showResults(nodes.tables["tcp"], nodes.charts["tcp"])
 
     def onShowResultsButton(self) -> None:
@@ -267,8 +269,8 @@ class LuDoseResponseLogic(ScriptedLoadableModuleLogic):
             "glmm_method": parameterNode.glmmMethod,
             "bootstrap": int(parameterNode.bootstrapReplicates),
             "seed": int(parameterNode.seed),
-            "doses": cohortBridge.parseNumberList(parameterNode.dosesGy, "TCP report doses"),
-            "tcp_targets": cohortBridge.parseNumberList(parameterNode.tcpTargets, "TCP targets"),
+            "doses": parse_number_list(parameterNode.dosesGy, "TCP report doses"),
+            "tcp_targets": parse_number_list(parameterNode.tcpTargets, "TCP targets"),
         }
 
     def missingCohortRequirements(self, saveOutputs: bool = False) -> list:

@@ -9,6 +9,7 @@ replaces, else 0666 less the umask), not the owner-only 0600 of a temporary file
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -66,3 +67,27 @@ def refuse_to_overwrite_input(output: str | os.PathLike, inputs: list[str | os.P
     for p in inputs:
         if Path(p).resolve() == out:
             raise InputError(f"output {output} would overwrite the input {p}; choose another output path")
+
+
+#: OSErrors that come from the user's environment (permissions, a read-only or full file system,
+#: a path through a file), by errno, with what to do about each
+_ENVIRONMENT_ERRNOS = {
+    errno.EACCES: "check its permissions or choose another folder",
+    errno.EPERM: "check its permissions or choose another folder",
+    errno.EROFS: "the file system is read-only: choose another folder",
+    errno.ENOSPC: "the disk is full: free some space or choose another folder",
+    errno.ENOTDIR: "a part of the path is a file: choose another folder",
+    errno.EISDIR: "a folder is in the way: choose another path",
+    errno.ENAMETOOLONG: "choose a shorter path",
+}
+if hasattr(errno, "EDQUOT"):
+    _ENVIRONMENT_ERRNOS[errno.EDQUOT] = "the disk quota is exhausted: free some space or choose another folder"
+
+
+def user_environment_error(exc: OSError, path: str | os.PathLike, action: str = "write") -> InputError | None:
+    """The InputError for an OSError caused by the user's environment while ``action`` ("write",
+    "read", ...) ``path``, or None when ``exc`` is of another kind (a fault of the program)."""
+    advice = _ENVIRONMENT_ERRNOS.get(exc.errno)
+    if advice is None:
+        return None
+    return InputError(f"cannot {action} {path}: {exc.strerror or os.strerror(exc.errno)}; {advice}")

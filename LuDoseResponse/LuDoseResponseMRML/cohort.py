@@ -1,9 +1,11 @@
 """Cohort analysis in a scene: cohort CSV -> LuDoseResponseLib -> table and chart nodes.
 
 This is what the module's Apply button and ``LuDoseResponseLogic.runCohortAnalysis`` run. The
-statistics are the library's (``cohort.load_cohort_csv``, ``analysis.analyze_cohort``); this
-module only turns their results into nodes; files are written by the library's
-``analysis_io.write_analysis_outputs``, as the command line writes them.
+analysis and its output files go through the library's ``analysis.outputs.run_cohort``, the path
+the command line takes (output folder checked before any work, outputs published as one set);
+this module only turns the results into nodes. The number-list parser
+(``LuDoseResponseLib.parsing.parse_number_list``) and the summary text
+(``LuDoseResponseLib.analysis.summary.summary_text``) are the library's too.
 """
 
 from __future__ import annotations
@@ -13,15 +15,14 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from LuDoseResponseLib.analysis.cohort_analysis import AnalysisSettings, analyze_cohort
-from LuDoseResponseLib.analysis.outputs import write_analysis_outputs
+from LuDoseResponseLib.analysis.cohort_analysis import AnalysisSettings
+from LuDoseResponseLib.analysis.outputs import run_cohort
 from LuDoseResponseLib.errors import InputError
-from LuDoseResponseLib.response.cohort import Cohort, cohort_output_table, load_cohort_csv
+from LuDoseResponseLib.response.cohort import Cohort, cohort_output_table
 from LuDoseResponseMRML.results import (
     analysisTableNodes,
     analysisTextNode,
     doseResponseChartNode,
-    nestedGet,
     requireAnalysisDict,
     tcpChartNode,
 )
@@ -51,21 +52,6 @@ class CohortAnalysisNodes:
     charts: dict = field(default_factory=dict)
     textNode: object = None
     outputFiles: tuple[str, ...] = ()
-
-
-def parseNumberList(text: str, what: str) -> tuple[float, ...]:
-    """``"76, 135"`` -> ``(76.0, 135.0)``; InputError naming ``what`` for anything else."""
-    parts = [p.strip() for p in str(text).replace(";", ",").split(",") if p.strip()]
-    if not parts:
-        raise InputError(f"{what}: give at least one number, comma-separated (e.g. 76,135)")
-    values = []
-    for part in parts:
-        try:
-            values.append(float(part))
-        except ValueError:
-            raise InputError(f"{what}: '{part}' is not a number; use comma-separated numbers such as 76,135") \
-                from None
-    return tuple(values)
 
 
 def analysisSettings(**settings) -> AnalysisSettings:
@@ -110,46 +96,20 @@ def showCohortAnalysis(scene, analysis: Mapping, cohort: Cohort | None = None) -
                                textNode=analysisTextNode(scene, analysis))
 
 
-def summaryText(analysis: Mapping) -> str:
-    """One paragraph for the module panel: tumour counts, D50 per grade, number of warnings."""
-    requireAnalysisDict(analysis)
-    total = nestedGet(analysis, "summary", "all") or {}
-    excluded = nestedGet(analysis, "input", "n_excluded")
-    parts = [f"{total.get('n_tumours', '?')} tumours in {total.get('n_patients', '?')} patients analysed"
-             + (f" ({excluded} excluded)" if excluded else "")
-             + f", {total.get('n_responders', '?')} responders."]
-    d50 = []
-    for grade in ("G1", "G2"):
-        dose = nestedGet(analysis, "tcp", "per_grade", grade, "dose_at_tcp", "0.5", "dose_gy")
-        if dose is not None:
-            d50.append(f"{grade} {dose:.0f} Gy")
-    if nestedGet(analysis, "tcp", "error"):
-        parts.append(f"TCP model not estimated: {nestedGet(analysis, 'tcp', 'error')}.")
-    elif d50:
-        parts.append("Dose for TCP 50 %: " + ", ".join(d50) + ".")
-    n_warnings = len(analysis.get("warnings") or [])
-    if n_warnings:
-        parts.append(f"{n_warnings} warning(s): see the tables' Warnings and Error columns.")
-    return " ".join(parts)
-
-
 def runCohortAnalysis(scene, csvPath, outputDir=None, **settings) -> CohortAnalysisNodes:
     """Load and validate a cohort CSV, run the paper's analyses and show them in ``scene``.
 
     :param csvPath: cohort table, one row per tumour (contract: cohort-and-analysis.md).
-    :param outputDir: if given, the command line's outputs are written there (analysis.json,
-        tumours.csv, figures, report.html; see ``LuDoseResponseLib.analysis.outputs``), which needs
-        matplotlib.
+    :param outputDir: if given, the command line's outputs are published there as one set
+        (analysis.json, tumours.csv, figures, report.html; see ``LuDoseResponseLib.analysis.outputs``),
+        which needs matplotlib. It is checked before the analysis starts: it must be new, empty or
+        the folder of an earlier run, and hold no input.
     :param settings: options of ``AnalysisSettings`` (responder_threshold,
         min_baseline_volume_cm3, glmm_method, bootstrap, seed, doses, tcp_targets, ...).
     :returns: the analysis dict and the nodes created or updated.
     """
-    options = analysisSettings(**settings)
-    cohort = load_cohort_csv(csvPath, responder_threshold=options.responder_threshold,
-                             min_baseline_volume_cm3=options.min_baseline_volume_cm3)
-    result = analyze_cohort(cohort, options)
-    files = write_analysis_outputs(cohort, result, outputDir) if outputDir else {}
-    nodes = showCohortAnalysis(scene, result.to_dict(), cohort)
-    log.info("cohort analysis of %s: %d tumours analysed, %d excluded", csvPath, cohort.n_rows - cohort.n_excluded,
-             cohort.n_excluded)
-    return dataclasses.replace(nodes, outputFiles=tuple(str(p) for p in files.values()))
+    run = run_cohort(csvPath, outputDir or None, analysisSettings(**settings))
+    nodes = showCohortAnalysis(scene, run.result.to_dict(), run.cohort)
+    log.info("cohort analysis of %s: %d tumours analysed, %d excluded", csvPath,
+             run.cohort.n_rows - run.cohort.n_excluded, run.cohort.n_excluded)
+    return dataclasses.replace(nodes, outputFiles=tuple(str(p) for p in run.files.values()))

@@ -54,3 +54,26 @@ def test_refuse_to_overwrite_input_sees_through_relative_paths(tmp_path, monkeyp
     with pytest.raises(InputError, match="would overwrite the input"):
         refuse_to_overwrite_input("in/../in/cohort.csv", [tmp_path / "in" / "cohort.csv"])
     refuse_to_overwrite_input("out/cohort.csv", [tmp_path / "in" / "cohort.csv"])
+
+
+@pytest.mark.parametrize("code", ["EACCES", "EPERM", "EROFS", "ENOSPC", "EDQUOT", "ENOTDIR", "ENAMETOOLONG"])
+def test_environment_oserrors_become_user_errors_naming_the_path(code):
+    import errno
+
+    from LuDoseResponseLib.files import user_environment_error
+
+    if not hasattr(errno, code):
+        pytest.skip(f"{code} does not exist on this platform")
+    number = getattr(errno, code)
+    error = user_environment_error(OSError(number, os.strerror(number)), "/data/out")
+    assert isinstance(error, InputError)
+    assert str(error).startswith(f"cannot write /data/out: {os.strerror(number)}; ")
+
+
+@pytest.mark.parametrize("code", ["ENOENT", "EIO", "EBADF", "EINVAL"])
+def test_other_oserrors_stay_faults_of_the_program(code):
+    import errno
+
+    from LuDoseResponseLib.files import user_environment_error
+
+    assert user_environment_error(OSError(getattr(errno, code), "x"), "/data/out") is None

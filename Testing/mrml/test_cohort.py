@@ -13,9 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from LuDoseResponseLib.analysis.summary import summary_text as summaryText
 from LuDoseResponseLib.errors import CohortError, InputError
+from LuDoseResponseLib.parsing import parse_number_list as parseNumberList
 from LuDoseResponseLib.response.synthetic_cohort import generate_cohort
-from LuDoseResponseMRML.cohort import analysisSettings, parseNumberList, runCohortAnalysis, summaryText
+from LuDoseResponseMRML.cohort import analysisSettings, runCohortAnalysis
 
 FAST = {"bootstrap": 200, "seed": 2}
 
@@ -125,3 +127,31 @@ def test_errors_are_named(scene, cohort_csv, tmp_path):
         runCohortAnalysis(scene, clash / "tumours.csv", clash, **FAST)
     assert (clash / "tumours.csv").read_bytes() == before
     assert not (clash / "analysis.json").exists()
+
+
+def test_output_folder_is_checked_before_the_analysis_runs(scene, cohort_csv, tmp_path, monkeypatch):
+    """The panel takes the command line's path (analysis.outputs.run_cohort): an input inside the
+    output folder, or a folder of the user's files, is refused before any analysis starts."""
+    import LuDoseResponseLib.analysis.outputs as outputs
+
+    analysed = []
+    real = outputs.analyze_cohort
+    monkeypatch.setattr(outputs, "analyze_cohort", lambda *args: analysed.append(args) or real(*args))
+    work = tmp_path / "work"  # tmp_path also holds the scene's cache folder
+    clash = work / "clash"
+    clash.mkdir(parents=True)
+    (clash / "cohort.csv").write_bytes(cohort_csv.read_bytes())
+    with pytest.raises(InputError, match="would overwrite or delete the input"):
+        runCohortAnalysis(scene, clash / "cohort.csv", clash, **FAST)
+    mine = work / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's")
+    with pytest.raises(InputError, match="notes.txt"):
+        runCohortAnalysis(scene, cohort_csv, mine, **FAST)
+    assert analysed == []
+    assert sorted(p.name for p in work.iterdir()) == ["clash", "mine"]
+    assert (mine / "notes.txt").read_text() == "the user's"
+    nodes = runCohortAnalysis(scene, cohort_csv, work / "out", **FAST)  # and a good folder works, once
+    assert len(analysed) == 1
+    assert {p.split("/")[-1] for p in nodes.outputFiles} == {p.name for p in (work / "out").iterdir()} - {
+        "ludoseresponse-run.json"}
