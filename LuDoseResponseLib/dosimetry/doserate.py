@@ -125,7 +125,7 @@ def _kernel_for(image: sitk.Image, kernel: VoxelKernel | None, photon_radius_mm:
     if kernel is None:
         return lu177_kernel(spacing, photon_radius_mm=photon_radius_mm)
     if not isinstance(kernel, VoxelKernel):
-        raise InputError(f"kernel must be a VoxelKernel (see kernels.load_lanconelli_kernel / load_raw_kernel), "
+        raise InputError(f"kernel must be a VoxelKernel (see kernel_files.load_lanconelli_kernel / load_raw_kernel), "
                          f"got {type(kernel).__name__}")
     rel = max(abs(a - b) / b for a, b in zip(kernel.voxel_size_mm, spacing, strict=True))
     if rel > _KERNEL_SPACING_RTOL_ERROR:

@@ -20,7 +20,8 @@ from LuDoseResponseLib.dosimetry import doserate as dr
 from LuDoseResponseLib.errors import GeometryError, InputError, PhysicsError
 from LuDoseResponseLib.physics import convolution as kc
 from LuDoseResponseLib.physics.density import HuDensityCalibration
-from LuDoseResponseLib.physics.kernels import load_lanconelli_kernel, lu177_kernel, lu177_voxel_kernel
+from LuDoseResponseLib.physics.kernel_files import load_lanconelli_kernel
+from LuDoseResponseLib.physics.kernels import lu177_kernel, lu177_voxel_kernel
 
 E_E_J = 2.36999e-14          # README §1: all electrons, J per decay
 
