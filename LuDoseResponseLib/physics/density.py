@@ -20,9 +20,9 @@ The unit is never guessed. The caller states it (``unit="hu"``, ``"g_per_cm3"`` 
 ``"kg_per_m3"``; from a DICOM series use the reader's units, which are "hu" for a CT with its
 modality rescale applied), and every unit is checked against what it implies:
 
-- HU: not a density map (values in 0–3.5 with most voxels near 1 are g/cm³), not stored values
-  without the rescale (no air below −200 HU and the most common value near +1024: water before
-  RescaleIntercept −1024; kg/m³ look the same). A CT with little tissue (< 1 % of voxels above
+- HU: not a density map (all values within 0–3.5, some above 0.2: g/cm³; a real CT has air at −1000), not
+  stored values without the rescale (no air below −200 HU and ≥ 10 % of voxels at 824–1224: water
+  before RescaleIntercept −1024; kg/m³ look the same). A CT with little tissue (< 1 % of voxels above
   −500 HU) or without a soft-tissue peak (< 5 % of voxels within ±150 HU) gives a warning.
 - density: no negative values, at most 1 % of voxels above 3.0 g/cm³ (denser than cortical bone:
   HU or kg/m³), at least one voxel above 0.05 g/cm³ (an all-air or all-zero image is a CT in HU of
@@ -117,14 +117,13 @@ def hu_problems(values: np.ndarray) -> tuple[list[str], list[str]]:
     v = _sample(values)
     errors, doubts = [], []
     lo, hi = float(v.min()), float(v.max())
-    near_one = float(np.mean((v >= 0.5) & (v <= 1.5)))
-    if lo >= 0.0 and hi <= 3.5 and near_one >= 0.5:
-        errors.append(f"its values lie in {lo:.3g}..{hi:.3g} with {100 * near_one:.0f} % of voxels near 1: that is a "
-                      "density map in g/cm3, not CT numbers")
-    mode = _mode(v, 10.0)
-    if lo >= -200.0 and _UNRESCALED_WATER_HU[0] <= mode <= _UNRESCALED_WATER_HU[1]:
-        errors.append(f"no voxel lies below -200 HU (no air, no lung) and the most common value is {mode:.0f}: these "
-                      "are stored values without the modality rescale (water at +1024 instead of 0; apply "
+    if lo >= 0.0 and 0.2 < hi <= 3.5:
+        errors.append(f"all its values lie in {lo:.3g}..{hi:.3g}: that is a density map in g/cm3, not CT numbers "
+                      "(air is -1000 HU, water 0)")
+    unrescaled = float(np.mean((v >= _UNRESCALED_WATER_HU[0]) & (v <= _UNRESCALED_WATER_HU[1])))
+    if lo >= -200.0 and unrescaled >= 0.10:
+        errors.append(f"no voxel lies below -200 HU (no air, no lung) and {100 * unrescaled:.0f} % lie near +1024: "
+                      "these are stored values without the modality rescale (water at +1024 instead of 0; apply "
                       "RescaleSlope/RescaleIntercept, e.g. read the series with io.dicom) or a density in kg/m3")
     if errors:
         return errors, doubts

@@ -278,7 +278,8 @@ def _lanconelli_files(physics_reference_dir):
 
 
 def test_lanconelli_loader_reads_the_published_values(physics_reference_dir):
-    kern = KF.load_lanconelli_kernel(physics_reference_dir / "lanconelli2012_via_MIRDCalculation" / "177Lu4.8mmsoft.txt")
+    kern = KF.load_lanconelli_kernel(
+        physics_reference_dir / "lanconelli2012_via_MIRDCalculation" / "177Lu4.8mmsoft.txt")
     assert kern.values.shape == (11, 11, 11)
     assert kern.voxel_size_mm == (4.8, 4.8, 4.8)
     assert kern.self_value() == pytest.approx(0.178)          # README §2
