@@ -359,3 +359,36 @@ def test_led_with_photons_adds_the_photon_kernel():
     both = _arr(dr.dose_rate_map(img, method="led", include_photons=True, dtype=np.float64))
     photon = _place(lu177_voxel_kernel(4.8, electrons=False), act.shape, (10, 10, 10)) * 3.6
     np.testing.assert_allclose(both - led, photon, rtol=1e-6, atol=1e-12 * photon.max())
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers out of range (issue 9): refused with a clear error, never NaN voxels or a MemoryError
+# ---------------------------------------------------------------------------------------------
+
+def test_activity_that_overflows_float32_is_refused_not_nan():
+    # 1e38 Bq/mL times a kernel sum ~1e-4 Gy/h per Bq/mL exceeds float32's 3.4e38 after the FFT: NaN voxels today.
+    act = np.zeros((9, 9, 9))
+    act[4, 4, 4] = 1e38
+    with pytest.raises(PhysicsError, match="non-finite.*float32.*Bq/mL"):
+        dr.dose_rate_map(_image(act))
+    # float64 holds it, and the map scales linearly with the activity (a linear operator).
+    big = _arr(dr.dose_rate_map(_image(act), dtype=np.float64))
+    act[4, 4, 4] = 1e6
+    small = _arr(dr.dose_rate_map(_image(act), dtype=np.float64))
+    assert np.all(np.isfinite(big))
+    np.testing.assert_allclose(big, small * 1e32, rtol=1e-9)
+
+
+@pytest.mark.parametrize("spacing_mm", [1e-6, 1e6])
+def test_absurd_voxel_sizes_are_a_physics_error_not_a_memory_error(spacing_mm):
+    img = _image(np.ones((4, 4, 4)), spacing=(spacing_mm,) * 3)
+    with pytest.raises(PhysicsError, match="voxel_size_mm.*outside the supported"):
+        dr.dose_rate_map(img)
+    with pytest.raises(PhysicsError, match="outside the supported"):
+        lu177_voxel_kernel(spacing_mm)
+
+
+def test_a_kernel_box_too_large_is_refused_before_allocation():
+    # 0.1 mm voxels with photons to 100 mm would be a 2001³ box (64 GB per float64 array).
+    with pytest.raises(PhysicsError, match="exceeds the limit"):
+        lu177_voxel_kernel(0.1, photon_radius_mm=100.0)

@@ -493,3 +493,45 @@ def test_raw_kernel_units_convert(tmp_path):
     assert kern.self_value() == pytest.approx(0.2)              # mGy/(MBq·s)
     with pytest.raises(PhysicsError, match="outside"):
         K.check_kernel_energy(kern.__class__(values=arr * 1e9 * 100, voxel_size_mm=(4.0, 4.0, 5.0), source="x"))
+
+
+def test_a_changed_physics_code_digest_misses_the_cache(tmp_path, monkeypatch):
+    # Issue 17: a kernel computed by older physics code must never be served. The key holds a digest of the source
+    # of the modules that compute it; a changed digest (as after any edit of them) recomputes, the same one reuses.
+    import hashlib
+    import importlib
+
+    h = hashlib.sha256()
+    for name in KC.PHYSICS_MODULES:
+        h.update(name.encode())
+        h.update(Path(importlib.import_module(name).__file__).read_bytes())
+    key = KC._request_key((7.0, 7.0, 7.0), 1.0, 40.0)
+    assert key["physics_code"] == h.hexdigest()[:16]
+    assert set(KC.PHYSICS_MODULES) >= {"LuDoseResponseLib.physics.electron_transport",
+                                       "LuDoseResponseLib.physics.photon_kernel",
+                                       "LuDoseResponseLib.physics.kernel_compute", "LuDoseResponseLib.physics.nuclides"}
+    monkeypatch.setenv("LUDR_CACHE_DIR", str(tmp_path))
+    calls = []
+    real = KC.compute_lu177_kernel_parts
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(KC, "compute_lu177_kernel_parts", counting)
+    first = K.lu177_voxel_kernel(7.0, photon_radius_mm=40.0)
+    K.lu177_voxel_kernel(7.0, photon_radius_mm=40.0)
+    assert len(calls) == 1                                        # same code: served from the cache
+    real_digest = KC.code_digest
+
+    def edited(modules):
+        return "0" * 16 if modules == KC.PHYSICS_MODULES else real_digest(modules)
+
+    monkeypatch.setattr(KC, "code_digest", edited)
+    again = K.lu177_voxel_kernel(7.0, photon_radius_mm=40.0)
+    assert len(calls) == 2                                        # changed code: recomputed, not the old file
+    np.testing.assert_array_equal(again, first)                   # (the "edit" changed nothing physical)
+    assert len(list(tmp_path.glob("lu177_dvk_7x7x7mm_*.npz"))) == 2
+    dpk_key = KC._dpk_key()
+    monkeypatch.setattr(KC, "code_digest", lambda modules: "1" * 16)
+    assert KC._dpk_key() != dpk_key                               # the electron DPK cache is keyed the same way
