@@ -106,10 +106,10 @@ def _sample(values: np.ndarray) -> np.ndarray:
 
 
 def _mode(values: np.ndarray, bin_width: float) -> float:
-    lo = math.floor(float(values.min()) / bin_width) * bin_width
-    n_bins = max(1, int(math.ceil((float(values.max()) - lo) / bin_width)) + 1)
-    counts = np.bincount(((values - lo) / bin_width).astype(np.int64), minlength=n_bins)
-    return lo + (int(np.argmax(counts)) + 0.5) * bin_width
+    """The most common value, in bins of ``bin_width`` centred on its multiples."""
+    index = np.rint(values / bin_width).astype(np.int64)
+    lo = int(index.min())
+    return (lo + int(np.argmax(np.bincount(index - lo)))) * bin_width
 
 
 def hu_problems(values: np.ndarray) -> tuple[list[str], list[str]]:
