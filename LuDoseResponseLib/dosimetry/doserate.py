@@ -12,8 +12,12 @@ Methods:
   kernel is then convolved and added.
 
 Density: pass a CT (HU; resampled onto the SPECT grid with a configurable bilinear HU→density
-calibration, see :mod:`density`) or a density image (g/cm³, on the SPECT grid). The dose rate is
-scaled by ρ_water/ρ_local (water-kernel energy, local mass). Densities below
+calibration, see :mod:`density`) or a density image (g/cm³ or kg/m³, on the SPECT grid), and its
+unit: ``density_unit`` ("hu", "g_per_cm3", "kg_per_m3"; "auto" only where the values are
+unambiguous) or ``density_metadata`` (the DICOM reader's :class:`SeriesMetadata` of the CT, whose
+units are "hu" once the modality rescale is applied). The unit is checked against the values and
+never guessed (see :mod:`density`); the density is computed before the convolution, so a wrong
+unit fails at once. The dose rate is scaled by ρ_water/ρ_local (water-kernel energy, local mass). Densities below
 ``min_density_g_per_cm3`` (default 0.1 g/cm³: air, and lung below about −900 HU) are raised to it,
 so air does not blow up; there the dose rate is not a meaningful absorbed dose.
 
@@ -21,12 +25,14 @@ Negative activity (reconstruction noise): ``negative_activity="clip"`` (default)
 voxels to 0, ``"keep"`` convolves them as they are (unbiased for means over regions, since the
 convolution is linear), ``"error"`` refuses them. Each case logs and warns with the count. An
 image whose negative total exceeds 10 % of its positive total is refused in any case: that is not
-reconstruction noise. NaN or infinite activity is always an error.
+reconstruction noise. NaN or infinite activity is always an error, and so is a dose rate that is
+not finite in the output dtype (e.g. 1e38 Bq/mL overflows float32): the result is checked.
 
 The FFT convolution is zero-padded (nothing wraps around), runs in float32 unless
 ``dtype=np.float64``, keeps the kernel spectrum and its work buffer for the next time point on the
 same grid, and works in blocks: peak memory is about 3× the input array (float32), of which
-~1.7× stays allocated between calls until :func:`~LuDoseResponseLib.physics.convolution.clear_convolver_cache`.
+~1.7× stays allocated between calls until :func:`~LuDoseResponseLib.physics.convolution.clear_convolver_cache`;
+a density image adds 1× (the density on the grid, float32).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from LuDoseResponseLib.errors import DataQualityWarning, GeometryError, InputError, PhysicsError
+from LuDoseResponseLib.io.dicom.metadata import SeriesMetadata
 from LuDoseResponseLib.physics.convolution import cached_convolver
 from LuDoseResponseLib.physics.density import HuDensityCalibration, density_on_grid
 from LuDoseResponseLib.physics.kernels import VoxelKernel, lu177_kernel
@@ -125,7 +132,7 @@ def _kernel_for(image: sitk.Image, kernel: VoxelKernel | None, photon_radius_mm:
     if kernel is None:
         return lu177_kernel(spacing, photon_radius_mm=photon_radius_mm)
     if not isinstance(kernel, VoxelKernel):
-        raise InputError(f"kernel must be a VoxelKernel (see kernels.load_lanconelli_kernel / load_raw_kernel), "
+        raise InputError(f"kernel must be a VoxelKernel (see kernel_files.load_lanconelli_kernel / load_raw_kernel), "
                          f"got {type(kernel).__name__}")
     rel = max(abs(a - b) / b for a, b in zip(kernel.voxel_size_mm, spacing, strict=True))
     if rel > _KERNEL_SPACING_RTOL_ERROR:
@@ -138,8 +145,42 @@ def _kernel_for(image: sitk.Image, kernel: VoxelKernel | None, photon_radius_mm:
     return kernel
 
 
+def density_unit_from_metadata(metadata: SeriesMetadata) -> str:
+    """The density unit of a series from what the DICOM reader found: "hu" for a CT whose pixel values
+    are Hounsfield units (Modality CT with a usable RescaleSlope/RescaleIntercept), else InputError."""
+    if not isinstance(metadata, SeriesMetadata):
+        raise InputError(f"density_metadata must be the SeriesMetadata of the CT series, got {type(metadata).__name__}")
+    if metadata.units == "hu":
+        return "hu"
+    modality = metadata.modality or "unknown"
+    raise InputError(f"density series {metadata.path} (modality {modality}, units {metadata.units!r}) is not a CT in "
+                     "Hounsfield units (modality CT with a usable rescale); pass density_unit for a density image")
+
+
+def _density_unit(density_unit: str | None, density_metadata: SeriesMetadata | None) -> str | None:
+    if density_metadata is None:
+        return density_unit
+    from_meta = density_unit_from_metadata(density_metadata)
+    if density_unit not in (None, from_meta):
+        raise InputError(f"density_unit={density_unit!r} contradicts the density series {density_metadata.path}, "
+                         f"whose DICOM header says {from_meta!r}")
+    return from_meta
+
+
+def _check_finite_output(out: np.ndarray, activity: np.ndarray) -> None:
+    """A dose-rate map must be finite: overflow in the output dtype is an error, never NaN voxels."""
+    bad = int(out.size - np.count_nonzero(np.isfinite(out)))
+    if bad:
+        peak_bq_per_ml = max(abs(float(np.min(activity))), abs(float(np.max(activity))))
+        raise PhysicsError(f"the dose-rate map has {bad} non-finite voxels: the activity (up to {peak_bq_per_ml:.3g} "
+                           f"Bq/mL) gives dose rates beyond the range of {out.dtype} (max "
+                           f"{float(np.finfo(out.dtype).max):.3g}); check that the image is an activity concentration "
+                           "in Bq/mL (a physical one is below ~1e9 Bq/mL), or pass dtype=np.float64")
+
+
 def dose_rate_map(activity_bq_per_ml: sitk.Image, method: str = "kernel", density: sitk.Image | None = None, *,
-                  density_unit: str = "auto", hu_calibration: HuDensityCalibration | None = None,
+                  density_unit: str | None = None, density_metadata: SeriesMetadata | None = None,
+                  hu_calibration: HuDensityCalibration | None = None,
                   include_photons: bool | None = None, kernel: VoxelKernel | None = None,
                   photon_radius_mm: float | None = None, dtype=np.float32, negative_activity: str = "clip",
                   min_density_g_per_cm3: float = DEFAULT_MIN_DENSITY_G_PER_CM3, workers: int | None = None,
@@ -147,8 +188,9 @@ def dose_rate_map(activity_bq_per_ml: sitk.Image, method: str = "kernel", densit
     """Absorbed-dose-rate map in Gy/h on the activity image's grid (same origin, spacing, direction).
 
     ``activity_bq_per_ml``: quantitative SPECT, Bq/mL. ``method``: "kernel" or "led".
-    ``density``: optional CT (HU) or density image (g/cm³), see ``density_unit`` ("auto", "hu",
-    "g_per_cm3"). ``include_photons``: default True for "kernel", False for "led".
+    ``density``: optional CT (HU) or density image (g/cm³, kg/m³); its unit is required, from
+    ``density_unit`` ("hu", "g_per_cm3", "kg_per_m3", or "auto" where unambiguous) or from
+    ``density_metadata`` (the CT's SeriesMetadata). ``include_photons``: default True for "kernel", False for "led".
     ``kernel``: an external :class:`VoxelKernel` with the image's voxel size (default: ours).
     """
     if method not in METHODS:
@@ -165,6 +207,10 @@ def dose_rate_map(activity_bq_per_ml: sitk.Image, method: str = "kernel", densit
     photons = (method == "kernel") if include_photons is None else bool(include_photons)
     view = sitk.GetArrayViewFromImage(activity_bq_per_ml)
     clip = _negative_transform(view, negative_activity)
+    rho = None
+    if density is not None:        # first: a wrong density unit fails before the convolution
+        rho = density_on_grid(density, activity_bq_per_ml, unit=_density_unit(density_unit, density_metadata),
+                              calibration=hu_calibration, what="density image")
     spacing = activity_bq_per_ml.GetSpacing()
     voxel_ml = float(np.prod(spacing)) / 1000.0
     kernel_scale = voxel_ml * 1e-6 * MGY_PER_S_TO_GY_PER_H      # Bq/mL → MBq per voxel; mGy/s → Gy/h
@@ -193,9 +239,8 @@ def dose_rate_map(activity_bq_per_ml: sitk.Image, method: str = "kernel", densit
             conv = cached_convolver(ph, view.shape, dtype=dtype, workers=workers)
             out += conv(view, scale=kernel_scale, transform=clip, progress=progress)
 
-    if density is not None:
-        rho = density_on_grid(density, activity_bq_per_ml, unit=density_unit, calibration=hu_calibration,
-                              what="density image")
+    _check_finite_output(out, view)
+    if rho is not None:
         low = rho < min_density_g_per_cm3
         if np.any(low):
             log.info("%d voxels below %.3g g/cm3 (air or lung) are raised to it for the density scaling",

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from LuDoseResponseLib.errors import InputError
+from LuDoseResponseLib.errors import InputError, PhysicsError
 from LuDoseResponseLib.imaging import voxel_volume_ml
 from LuDoseResponseLib.io.dicom.metadata import SeriesMetadata
 from LuDoseResponseLib.physics.nuclides import LU177_HALF_LIFE_H, decay_factor
@@ -105,6 +105,16 @@ class QuantifiedSpect:
         }
 
 
+def _check_finite_image(image: sitk.Image, name: str) -> None:
+    if not isinstance(image, sitk.Image):
+        raise InputError(f"{name}: the SPECT must be a SimpleITK image, got {type(image).__name__}")
+    view = sitk.GetArrayViewFromImage(image)
+    bad = int(view.size - np.count_nonzero(np.isfinite(view)))
+    if bad:
+        raise PhysicsError(f"{name}: the SPECT image has {bad} NaN or infinite voxels of {view.size}; fix the "
+                           "reconstruction or its export (fill undefined voxels with 0)")
+
+
 def quantify_spect(image: sitk.Image, *, units: str | None, calibration_cps_per_mbq: float | None = None,
                    duration_s: float | None = None, value_time: datetime | None = None,
                    reference_time: datetime | None = None, half_life_h: float = LU177_HALF_LIFE_H,
@@ -112,9 +122,11 @@ def quantify_spect(image: sitk.Image, *, units: str | None, calibration_cps_per_
     """A SPECT image in Bq/mL: counts are converted, Bq/mL passes through unchanged.
 
     With ``reference_time``, values (which refer to ``value_time``, see :func:`values_time`) are
-    decay-corrected to it. ``name`` (a file or manifest key) is used in messages.
+    decay-corrected to it. ``name`` (a file or manifest key) is used in messages. NaN or infinite
+    voxels are a PhysicsError naming the image: they would turn every dose that touches them into NaN.
     """
     warnings: list[str] = []
+    _check_finite_image(image, name)
     if units == "counts":
         if calibration_cps_per_mbq is None:
             raise InputError(f"{name}: the SPECT is in counts; calibration_cps_per_mbq is needed to convert it "

@@ -3,8 +3,10 @@
 Inputs: the packaged ICRP-107 and NIST data (``data/``), a voxel size, a density.
 Outputs: emission data and decay factors (:mod:`.nuclides`), the electron and photon
 dose-point kernels (:mod:`.electron_transport`, :mod:`.photon_kernel`), dose-voxel kernels in
-mGy/(MBq·s) (:mod:`.kernels`), the FFT convolution engine (:mod:`.convolution`) and mass density
-on a SPECT grid (:mod:`.density`). Imports nothing from a later stage.
+mGy/(MBq·s) (:mod:`.kernels`, the entry; computed in :mod:`.kernel_compute`, cached by
+:mod:`.kernel_cache`, published ones read by :mod:`.kernel_files`), the FFT convolution engine
+(:mod:`.convolution`) and mass density on a SPECT grid (:mod:`.density`). Imports nothing from a
+later stage.
 """
 
 from LuDoseResponseLib.physics.convolution import KernelConvolver, cached_convolver

@@ -150,11 +150,12 @@ def _range_below(low_mev: float) -> float:
 # Elastic scattering
 # --------------------------------------------------------------------------------------------
 
-def transport_cross_section_per_molecule(energy_mev) -> np.ndarray:
-    """First transport cross section σ1 of a water molecule (cm²): Σ atoms ∫(1−cosθ) dσ_el.
+def transport_cross_section_per_atom(energy_mev, z: int, *, atomic_electrons: bool = True) -> np.ndarray:
+    """First transport cross section σ1 = ∫(1−cosθ) dσ_el of one atom of atomic number ``z`` (cm²).
 
     Wentzel screened-Rutherford with Molière screening, times the McKinley–Feshbach Mott factor
-    R = 1 − β² s² + παZβ s(1−s), s = sin(θ/2); Z(Z+1) includes scattering on atomic electrons.
+    R = 1 − β² s² + παZβ s(1−s), s = sin(θ/2). The nuclear term is ∝ Z²; ``atomic_electrons``
+    replaces Z² by Z(Z+1), adding the deflections by the atomic electrons (Fano; ETRAN's convention).
     """
     e = np.atleast_1d(np.asarray(energy_mev, dtype=float))
     pc = np.sqrt(e * (e + 2.0 * ME_C2_MEV))
@@ -162,18 +163,21 @@ def transport_cross_section_per_molecule(energy_mev) -> np.ndarray:
     beta = np.sqrt(b2)
     # u = 1 − cosθ on a log grid from far below the screening angle to 2 (backscatter).
     u = np.concatenate([[0.0], np.geomspace(1e-14, 2.0, 4000)])
-    total = np.zeros_like(e)
-    for z, n_atoms in WATER_ATOMS:
-        a_tf = 0.88534 * BOHR_RADIUS_CM * z ** (-1.0 / 3.0)
-        chi0_sq = (HBAR_C_MEV_CM / (pc * a_tf)) ** 2
-        screening = 0.25 * chi0_sq * (1.13 + 3.76 * (ALPHA * z / beta) ** 2)
-        s = np.sqrt(u / 2.0)[None, :]
-        mott = 1.0 - b2[:, None] * s**2 + math.pi * ALPHA * z * beta[:, None] * s * (1.0 - s)
-        integrand = u[None, :] * mott / (u[None, :] + 2.0 * screening[:, None]) ** 2
-        integral = np.trapezoid(integrand, u, axis=1)
-        pref = 2.0 * math.pi * z * (z + 1.0) * (R_E_CM * ME_C2_MEV / (pc * beta)) ** 2
-        total += n_atoms * pref * integral
-    return total
+    a_tf = 0.88534 * BOHR_RADIUS_CM * z ** (-1.0 / 3.0)
+    chi0_sq = (HBAR_C_MEV_CM / (pc * a_tf)) ** 2
+    screening = 0.25 * chi0_sq * (1.13 + 3.76 * (ALPHA * z / beta) ** 2)
+    s = np.sqrt(u / 2.0)[None, :]
+    mott = 1.0 - b2[:, None] * s**2 + math.pi * ALPHA * z * beta[:, None] * s * (1.0 - s)
+    integrand = u[None, :] * mott / (u[None, :] + 2.0 * screening[:, None]) ** 2
+    integral = np.trapezoid(integrand, u, axis=1)
+    z_factor = z * (z + 1.0) if atomic_electrons else float(z * z)
+    return 2.0 * math.pi * z_factor * (R_E_CM * ME_C2_MEV / (pc * beta)) ** 2 * integral
+
+
+def transport_cross_section_per_molecule(energy_mev, *, atomic_electrons: bool = True) -> np.ndarray:
+    """First transport cross section σ1 of a water molecule (cm²): Σ over its atoms (independent atoms)."""
+    return sum(n_atoms * transport_cross_section_per_atom(energy_mev, z, atomic_electrons=atomic_electrons)
+               for z, n_atoms in WATER_ATOMS)
 
 
 def transport_mean_free_path(energy_mev) -> np.ndarray:

@@ -20,7 +20,8 @@ from LuDoseResponseLib.dosimetry import doserate as dr
 from LuDoseResponseLib.errors import GeometryError, InputError, PhysicsError
 from LuDoseResponseLib.physics import convolution as kc
 from LuDoseResponseLib.physics.density import HuDensityCalibration
-from LuDoseResponseLib.physics.kernels import load_lanconelli_kernel, lu177_kernel, lu177_voxel_kernel
+from LuDoseResponseLib.physics.kernel_files import load_lanconelli_kernel
+from LuDoseResponseLib.physics.kernels import lu177_kernel, lu177_voxel_kernel
 
 E_E_J = 2.36999e-14          # README §1: all electrons, J per decay
 
@@ -229,7 +230,7 @@ def test_ct_in_hu_is_resampled_and_scales_the_dose():
     ct = np.zeros((80, 80, 80), dtype=np.int16)            # 1 mm CT covering the SPECT
     ct[:, :, :40] = 1530                                    # bone half (x < 40 mm)
     ct_img = _image(ct, spacing=(1.0, 1.0, 1.0), origin=(-10.0, -10.0, -10.0))
-    out = _arr(dr.dose_rate_map(spect, density=ct_img, dtype=np.float64))
+    out = _arr(dr.dose_rate_map(spect, density=ct_img, density_unit="hu", dtype=np.float64))
     base = _arr(water)
     # Voxel centres at x = 4i mm: x ≤ 24 mm is inside the bone half, x ≥ 36 mm in water (away from the edge).
     np.testing.assert_allclose(out[:, :, :6], base[:, :, :6] / 1.92, rtol=1e-3)
@@ -240,10 +241,10 @@ def test_air_and_lung_do_not_blow_up():
     spect = _image(np.full((6, 6, 6), 1.0e5))
     air = _image(np.full((6, 6, 6), -1000.0))
     base = _arr(dr.dose_rate_map(spect, dtype=np.float64))
-    out = _arr(dr.dose_rate_map(spect, density=air, dtype=np.float64))
+    out = _arr(dr.dose_rate_map(spect, density=air, density_unit="hu", dtype=np.float64))
     np.testing.assert_allclose(out, base / dr.DEFAULT_MIN_DENSITY_G_PER_CM3, rtol=1e-6)
     lung = _image(np.full((6, 6, 6), -750.0))               # 0.2509 g/cm³
-    out = _arr(dr.dose_rate_map(spect, density=lung, dtype=np.float64))
+    out = _arr(dr.dose_rate_map(spect, density=lung, density_unit="hu", dtype=np.float64))
     np.testing.assert_allclose(out, base / HuDensityCalibration().to_density(-750.0), rtol=1e-5)
 
 
@@ -252,7 +253,7 @@ def test_ct_partly_outside_warns_and_uses_water():
     ct = _image(np.full((6, 6, 3), 1530.0), origin=(0.0, 0.0, 0.0))      # covers x < 3 voxels only
     base = _arr(dr.dose_rate_map(spect, dtype=np.float64))
     with pytest.warns(UserWarning, match="outside the CT"):
-        out = _arr(dr.dose_rate_map(spect, density=ct, dtype=np.float64))
+        out = _arr(dr.dose_rate_map(spect, density=ct, density_unit="hu", dtype=np.float64))
     np.testing.assert_allclose(out[:, :, 4:], base[:, :, 4:], rtol=1e-6)
     assert np.all(out[:, :, :2] < base[:, :, :2])
 
@@ -261,7 +262,7 @@ def test_ct_without_overlap_is_refused():
     spect = _image(np.ones((6, 6, 6)))
     ct = _image(np.full((6, 6, 6), -80.0), origin=(500.0, 0.0, 0.0))
     with pytest.raises(GeometryError, match="does not overlap"):
-        dr.dose_rate_map(spect, density=ct)
+        dr.dose_rate_map(spect, density=ct, density_unit="hu")
 
 
 def test_density_image_on_another_grid_is_refused():
@@ -270,14 +271,14 @@ def test_density_image_on_another_grid_is_refused():
     with pytest.raises(GeometryError, match="not on the activity image's grid"):
         dr.dose_rate_map(spect, density=rho, density_unit="g_per_cm3")
     with pytest.raises(GeometryError, match="not on the activity image's grid"):
-        dr.dose_rate_map(spect, density=rho)                 # auto: values in [0, 25] are g/cm³
+        dr.dose_rate_map(spect, density=rho, density_unit="auto")     # auto: all 1, only g/cm³ is plausible
 
 
 def test_density_with_nan_is_refused():
     rho = np.ones((6, 6, 6))
     rho[2, 2, 2] = np.nan
     with pytest.raises(PhysicsError, match="NaN"):
-        dr.dose_rate_map(_image(np.ones((6, 6, 6))), density=_image(rho))
+        dr.dose_rate_map(_image(np.ones((6, 6, 6))), density=_image(rho), density_unit="g_per_cm3")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,7 +348,7 @@ def test_bad_arguments_give_clear_errors(physics_reference_dir):
     with pytest.raises(InputError, match="min_density"):
         dr.dose_rate_map(img, min_density_g_per_cm3=0.0)
     with pytest.raises(InputError, match="density image must be a SimpleITK image"):
-        dr.dose_rate_map(img, density=np.ones((5, 5, 5)))
+        dr.dose_rate_map(img, density=np.ones((5, 5, 5)), density_unit="hu")
 
 
 def test_led_with_photons_adds_the_photon_kernel():
@@ -358,3 +359,36 @@ def test_led_with_photons_adds_the_photon_kernel():
     both = _arr(dr.dose_rate_map(img, method="led", include_photons=True, dtype=np.float64))
     photon = _place(lu177_voxel_kernel(4.8, electrons=False), act.shape, (10, 10, 10)) * 3.6
     np.testing.assert_allclose(both - led, photon, rtol=1e-6, atol=1e-12 * photon.max())
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers out of range (issue 9): refused with a clear error, never NaN voxels or a MemoryError
+# ---------------------------------------------------------------------------------------------
+
+def test_activity_that_overflows_float32_is_refused_not_nan():
+    # 1e38 Bq/mL times a kernel sum ~1e-4 Gy/h per Bq/mL exceeds float32's 3.4e38 after the FFT: NaN voxels today.
+    act = np.zeros((9, 9, 9))
+    act[4, 4, 4] = 1e38
+    with pytest.raises(PhysicsError, match="non-finite.*float32.*Bq/mL"):
+        dr.dose_rate_map(_image(act))
+    # float64 holds it, and the map scales linearly with the activity (a linear operator).
+    big = _arr(dr.dose_rate_map(_image(act), dtype=np.float64))
+    act[4, 4, 4] = 1e6
+    small = _arr(dr.dose_rate_map(_image(act), dtype=np.float64))
+    assert np.all(np.isfinite(big))
+    np.testing.assert_allclose(big, small * 1e32, rtol=1e-9)
+
+
+@pytest.mark.parametrize("spacing_mm", [1e-6, 1e6])
+def test_absurd_voxel_sizes_are_a_physics_error_not_a_memory_error(spacing_mm):
+    img = _image(np.ones((4, 4, 4)), spacing=(spacing_mm,) * 3)
+    with pytest.raises(PhysicsError, match="voxel_size_mm.*outside the supported"):
+        dr.dose_rate_map(img)
+    with pytest.raises(PhysicsError, match="outside the supported"):
+        lu177_voxel_kernel(spacing_mm)
+
+
+def test_a_kernel_box_too_large_is_refused_before_allocation():
+    # 0.1 mm voxels with photons to 100 mm would be a 2001³ box (64 GB per float64 array).
+    with pytest.raises(PhysicsError, match="exceeds the limit"):
+        lu177_voxel_kernel(0.1, photon_radius_mm=100.0)

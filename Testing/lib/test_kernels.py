@@ -18,13 +18,16 @@ import pytest
 
 from LuDoseResponseLib.errors import InputError, PhysicsError
 from LuDoseResponseLib.physics import electron_transport as et
+from LuDoseResponseLib.physics import kernel_cache as KC
+from LuDoseResponseLib.physics import kernel_compute as KP
+from LuDoseResponseLib.physics import kernel_files as KF
 from LuDoseResponseLib.physics import kernels as K
 from LuDoseResponseLib.physics import photon_kernel as pk
 from LuDoseResponseLib.physics.nuclides import MEV_TO_J, lu177
 
 E_E = 0.147923          # ICRP-107 electron energy per decay (README §1)
 E_PH = 0.035098
-MEV_G = K.MEV_PER_G_TO_MGY_PER_MBQ_S
+MEV_G = KP.MEV_PER_G_TO_MGY_PER_MBQ_S
 
 
 @pytest.fixture(autouse=True)
@@ -195,9 +198,9 @@ def test_float_and_tuple_voxel_sizes_agree():
 def test_voxel_integration_superposition_identities():
     # Exact identities of voxel-pair averages: a 2h voxel is 8 h voxels, an (h, h, 2h) voxel is 2 of them.
     # The kernels are computed independently (different lattices, different splat densities).
-    fine = K.compute_lu177_kernel_parts(1.2, photon_radius_mm=0, points_per_area=32).electron
-    coarse = K.compute_lu177_kernel_parts(2.4, photon_radius_mm=0).electron
-    aniso = K.compute_lu177_kernel_parts((1.2, 1.2, 2.4), photon_radius_mm=0).electron
+    fine = KP.compute_lu177_kernel_parts(1.2, photon_radius_mm=0, points_per_area=32).electron
+    coarse = KP.compute_lu177_kernel_parts(2.4, photon_radius_mm=0).electron
+    aniso = KP.compute_lu177_kernel_parts((1.2, 1.2, 2.4), photon_radius_mm=0).electron
     cf = np.array(fine.shape) // 2
 
     def f(o):
@@ -217,8 +220,8 @@ def test_voxel_integration_superposition_identities():
 
 def test_photon_part_obeys_the_superposition_identity():
     # Near field (splat) and far field (Gauss–Jacobi) of the photon kernel, across the partition radius.
-    fine = K.compute_lu177_kernel_parts(2.4, photon_radius_mm=60).photon
-    coarse = K.compute_lu177_kernel_parts(4.8, photon_radius_mm=48).photon
+    fine = KP.compute_lu177_kernel_parts(2.4, photon_radius_mm=60).photon
+    coarse = KP.compute_lu177_kernel_parts(4.8, photon_radius_mm=48).photon
     cf, cc = np.array(fine.shape) // 2, np.array(coarse.shape) // 2
     for o in [(0, 0, 0), (0, 0, 1), (0, 1, 1), (0, 0, 3), (1, 2, 3), (0, 0, 5), (2, 3, 4)]:
         s = sum(fine[tuple(np.array((2 * o[0] + tz - sz, 2 * o[1] + ty - sy, 2 * o[2] + tx - sx)) + cf)]
@@ -227,8 +230,8 @@ def test_photon_part_obeys_the_superposition_identity():
 
 
 def test_voxel_integration_has_converged():
-    a = K.compute_lu177_kernel_parts(1.5, photon_radius_mm=20)
-    b = K.compute_lu177_kernel_parts(1.5, photon_radius_mm=20, points_per_area=32)
+    a = KP.compute_lu177_kernel_parts(1.5, photon_radius_mm=20)
+    b = KP.compute_lu177_kernel_parts(1.5, photon_radius_mm=20, points_per_area=32)
     for part in ("electron", "photon"):
         x, y = getattr(a, part), getattr(b, part)
         assert x[_centre(x)] == pytest.approx(y[_centre(y)], rel=1e-4)
@@ -238,8 +241,8 @@ def test_voxel_integration_has_converged():
 def test_density_scaling_theorem():
     # O'Connor's theorem: K_ρ(h) = ρ² K_1(ρh) for a water-like medium.
     rho = 1.5
-    a = K.compute_lu177_kernel_parts(3.0, density_g_per_cm3=rho, photon_radius_mm=0).electron
-    b = K.compute_lu177_kernel_parts(3.0 * rho, photon_radius_mm=0).electron
+    a = KP.compute_lu177_kernel_parts(3.0, density_g_per_cm3=rho, photon_radius_mm=0).electron
+    b = KP.compute_lu177_kernel_parts(3.0 * rho, photon_radius_mm=0).electron
     assert a[_centre(a)] == pytest.approx(rho**2 * b[_centre(b)], rel=1e-3)
     assert _face(a) == pytest.approx(rho**2 * _face(b), rel=2e-3)
 
@@ -275,7 +278,8 @@ def _lanconelli_files(physics_reference_dir):
 
 
 def test_lanconelli_loader_reads_the_published_values(physics_reference_dir):
-    kern = K.load_lanconelli_kernel(physics_reference_dir / "lanconelli2012_via_MIRDCalculation" / "177Lu4.8mmsoft.txt")
+    kern = KF.load_lanconelli_kernel(
+        physics_reference_dir / "lanconelli2012_via_MIRDCalculation" / "177Lu4.8mmsoft.txt")
     assert kern.values.shape == (11, 11, 11)
     assert kern.voxel_size_mm == (4.8, 4.8, 4.8)
     assert kern.self_value() == pytest.approx(0.178)          # README §2
@@ -286,7 +290,7 @@ def test_lanconelli_loader_reads_the_published_values(physics_reference_dir):
 
 
 def test_pytheranostics_raw_loader(physics_reference_dir):
-    kern = K.load_raw_kernel(physics_reference_dir / "PyTheranostics_Lu177-4.80-mm-mGyperMBqs-SoftICRP.img",
+    kern = KF.load_raw_kernel(physics_reference_dir / "PyTheranostics_Lu177-4.80-mm-mGyperMBqs-SoftICRP.img",
                              shape_zyx=(51, 51, 51), voxel_size_mm=4.8)
     assert kern.self_value() == pytest.approx(0.2066, abs=1e-4)
     assert kern.face_neighbour() == pytest.approx(2.26e-3, abs=1e-5)
@@ -296,7 +300,7 @@ def test_pytheranostics_raw_loader(physics_reference_dir):
 def test_our_kernel_lies_between_the_published_ones_at_4_8_mm(physics_reference_dir):
     # README §2: the published kernels disagree by ±10 % in the source voxel (Lanconelli 0.178, PyTheranostics
     # 0.2066); a straight-ahead CSDA estimate gives 0.19–0.20 mGy/(MBq·s) in water.
-    pyt = K.load_raw_kernel(physics_reference_dir / "PyTheranostics_Lu177-4.80-mm-mGyperMBqs-SoftICRP.img",
+    pyt = KF.load_raw_kernel(physics_reference_dir / "PyTheranostics_Lu177-4.80-mm-mGyperMBqs-SoftICRP.img",
                             shape_zyx=(51, 51, 51), voxel_size_mm=4.8)
     ours = K.lu177_voxel_kernel(4.8, photon_radius_mm=120.0)     # 51³, the PyTheranostics box
     assert ours.shape == (51, 51, 51)
@@ -310,9 +314,9 @@ def test_lanconelli_kernels_are_ours_without_conversion_electrons(physics_refere
     # Lanconelli et al. 2012 hold 5–9 % less energy than ICRP-107's electrons (README §2). Our kernel with the
     # conversion electrons removed (water, photons inside their 11³ box) reproduces all 13 voxel sizes.
     for path in _lanconelli_files(physics_reference_dir):
-        lan = K.load_lanconelli_kernel(path)
+        lan = KF.load_lanconelli_kernel(path)
         h = lan.voxel_size_mm[0]
-        ours = _crop(K.compute_lu177_kernel_parts(h, include_conversion=False, photon_radius_mm=5 * h,
+        ours = _crop(KP.compute_lu177_kernel_parts(h, include_conversion=False, photon_radius_mm=5 * h,
                                                   n_histories=50_000).total, 5)
         assert ours[_centre(ours)] / lan.self_value() == pytest.approx(1.0, abs=0.03), h
         assert _face(ours) / lan.face_neighbour() == pytest.approx(1.0, abs=0.06), h
@@ -327,7 +331,7 @@ def test_lanconelli_kernels_are_ours_without_conversion_electrons(physics_refere
 
 def test_cache_is_written_reused_and_repaired(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("LUDR_CACHE_DIR", str(tmp_path / "c"))
-    assert K.kernel_cache_dir() == tmp_path / "c"
+    assert KC.kernel_cache_dir() == tmp_path / "c"
     first = K.lu177_voxel_kernel(7.0)
     files = list((tmp_path / "c").glob("lu177_dvk_7x7x7mm_*.npz"))
     assert len(files) == 1
@@ -336,7 +340,7 @@ def test_cache_is_written_reused_and_repaired(tmp_path, monkeypatch, caplog):
     def boom(*a, **k):
         raise AssertionError("recomputed although cached")
 
-    monkeypatch.setattr(K, "compute_lu177_kernel_parts", boom)
+    monkeypatch.setattr(KC, "compute_lu177_kernel_parts", boom)
     np.testing.assert_array_equal(K.lu177_voxel_kernel(7.0), first)
     monkeypatch.undo()
     monkeypatch.setenv("LUDR_CACHE_DIR", str(tmp_path / "c"))
@@ -355,7 +359,7 @@ def test_electron_dpk_is_cached_on_disk(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("Monte Carlo rerun although its result is cached")
 
-    monkeypatch.setattr(K, "lu177_electron_dpk", boom)
+    monkeypatch.setattr(KC, "lu177_electron_dpk", boom)
     again = K.lu177_voxel_kernel(6.6, photons=False)          # a new voxel size: only the integration runs
     assert again[_centre(again)] < first[_centre(first)]
 
@@ -381,7 +385,7 @@ def test_unwritable_cache_still_gives_the_kernel_with_a_warning(tmp_path, monkey
     monkeypatch.setenv("LUDR_CACHE_DIR", str(blocker / "cache"))
     with caplog.at_level("WARNING"):
         again = K.lu177_voxel_kernel(7.5, photons=False, density_g_per_cm3=1.0)
-        K.lu177_kernel_parts(7.5, photon_radius_mm=0.0)
+        KC.lu177_kernel_parts(7.5, photon_radius_mm=0.0)
     np.testing.assert_array_equal(again, cached)
     assert "could not write the kernel cache" in caplog.text
     assert not blocker.is_dir()
@@ -395,7 +399,7 @@ def test_concurrent_writers_leave_one_valid_cache_file(tmp_path, monkeypatch):
     import sys
 
     monkeypatch.setenv("LUDR_CACHE_DIR", str(tmp_path))
-    K.cached_electron_dpk()                  # the electron DPK on disk: the processes only integrate
+    KC.cached_electron_dpk()                  # the electron DPK on disk: the processes only integrate
     env = dict(os.environ)
     code = ("import numpy as np; from LuDoseResponseLib.physics import kernels as K; "
             "k = K.lu177_voxel_kernel(9.0, photon_radius_mm=40.0); print(repr(float(k.sum())))")
@@ -406,8 +410,8 @@ def test_concurrent_writers_leave_one_valid_cache_file(tmp_path, monkeypatch):
     assert len(sums) == 1                                 # deterministic: every writer computed the same kernel
     files = list(tmp_path.glob("lu177_dvk_9x9x9mm_*.npz"))
     assert len(files) == 1 and not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
-    key = K._request_key((9.0, 9.0, 9.0), 1.0, 40.0)
-    loaded = K._load_cached(files[0], key)
+    key = KC._request_key((9.0, 9.0, 9.0), 1.0, 40.0)
+    loaded = KC._load_cached(files[0], key)
     assert loaded is not None and repr(float(loaded.total.sum())) == sums.pop()
 
 
@@ -419,24 +423,24 @@ def test_cache_key_includes_the_packaged_data():
     h = hashlib.sha256()
     for name in ("lu177_icrp107.json", "water_photon_coefficients.json"):
         h.update(resources.files("LuDoseResponseLib.data").joinpath(name).read_bytes())
-    key = K._request_key((4.8, 4.8, 4.8), 1.0, 100.0)
+    key = KC._request_key((4.8, 4.8, 4.8), 1.0, 100.0)
     assert key["data"] == h.hexdigest()[:16]
-    assert K._cache_path(key) != K._cache_path({**key, "data": "0" * 16})
+    assert KC._cache_path(key) != KC._cache_path({**key, "data": "0" * 16})
 
 
 def test_default_cache_dir_is_the_user_cache(monkeypatch, tmp_path):
     monkeypatch.delenv("LUDR_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    if K.sys.platform.startswith("linux"):
-        assert K.kernel_cache_dir() == tmp_path / "ludoseresponse"
+    if KC.sys.platform.startswith("linux"):
+        assert KC.kernel_cache_dir() == tmp_path / "ludoseresponse"
 
     def no_home():
         raise RuntimeError("Could not determine home directory.")
 
-    monkeypatch.setattr(K.Path, "home", staticmethod(no_home))
+    monkeypatch.setattr(KC.Path, "home", staticmethod(no_home))
     import tempfile
 
-    assert K.kernel_cache_dir() == Path(tempfile.gettempdir()) / "ludoseresponse-cache"
+    assert KC.kernel_cache_dir() == Path(tempfile.gettempdir()) / "ludoseresponse-cache"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,7 +458,7 @@ def test_bad_density_and_photon_radius_are_refused():
     with pytest.raises(PhysicsError, match="density"):
         K.lu177_voxel_kernel(4.8, density_g_per_cm3=0.0)
     with pytest.raises(PhysicsError, match="photon_radius_mm"):
-        K.compute_lu177_kernel_parts(4.8, photon_radius_mm=-1.0)
+        KP.compute_lu177_kernel_parts(4.8, photon_radius_mm=-1.0)
     with pytest.raises(PhysicsError, match="photon_radius_mm"):
         K.lu177_voxel_kernel(4.8, photon_radius_mm="wide")
     with pytest.raises(PhysicsError, match="density"):
@@ -465,19 +469,19 @@ def test_bad_kernel_files_give_clear_errors(tmp_path):
     raw = tmp_path / "k.img"
     np.zeros(26, dtype="<f4").tofile(raw)
     with pytest.raises(InputError, match="shape"):
-        K.load_raw_kernel(raw, shape_zyx=(3, 3, 3), voxel_size_mm=4.8)
+        KF.load_raw_kernel(raw, shape_zyx=(3, 3, 3), voxel_size_mm=4.8)
     with pytest.raises(InputError, match="unit"):
-        K.load_raw_kernel(raw, shape_zyx=(3, 3, 3), voxel_size_mm=4.8, unit="rad")
+        KF.load_raw_kernel(raw, shape_zyx=(3, 3, 3), voxel_size_mm=4.8, unit="rad")
     with pytest.raises(InputError, match="cannot read"):
-        K.load_lanconelli_kernel(tmp_path / "missing.txt")
+        KF.load_lanconelli_kernel(tmp_path / "missing.txt")
     txt = tmp_path / "bad.txt"
     txt.write_text("Lu177 - 4.8mm - Soft tissue\ni\tj\tk\tS [mGy/(MBq*s)]\n0\t0\t0\t0.178\n0\t0\tx\t1\n")
     with pytest.raises(InputError, match="line 4"):
-        K.load_lanconelli_kernel(txt)
+        KF.load_lanconelli_kernel(txt)
     even = tmp_path / "even.npy"
     np.save(even, np.ones((4, 4, 4)))
     with pytest.raises(InputError, match="odd"):
-        K.load_raw_kernel(even, shape_zyx=None, voxel_size_mm=4.8)
+        KF.load_raw_kernel(even, shape_zyx=None, voxel_size_mm=4.8)
 
 
 def test_raw_kernel_units_convert(tmp_path):
@@ -485,7 +489,49 @@ def test_raw_kernel_units_convert(tmp_path):
     arr[1, 1, 1] = 2.0e-10           # Gy/(Bq·s)
     path = tmp_path / "k.npy"
     np.save(path, arr)
-    kern = K.load_raw_kernel(path, shape_zyx=(3, 3, 3), voxel_size_mm=(4.0, 4.0, 5.0), unit="Gy/(Bq·s)")
+    kern = KF.load_raw_kernel(path, shape_zyx=(3, 3, 3), voxel_size_mm=(4.0, 4.0, 5.0), unit="Gy/(Bq·s)")
     assert kern.self_value() == pytest.approx(0.2)              # mGy/(MBq·s)
     with pytest.raises(PhysicsError, match="outside"):
         K.check_kernel_energy(kern.__class__(values=arr * 1e9 * 100, voxel_size_mm=(4.0, 4.0, 5.0), source="x"))
+
+
+def test_a_changed_physics_code_digest_misses_the_cache(tmp_path, monkeypatch):
+    # Issue 17: a kernel computed by older physics code must never be served. The key holds a digest of the source
+    # of the modules that compute it; a changed digest (as after any edit of them) recomputes, the same one reuses.
+    import hashlib
+    import importlib
+
+    h = hashlib.sha256()
+    for name in KC.PHYSICS_MODULES:
+        h.update(name.encode())
+        h.update(Path(importlib.import_module(name).__file__).read_bytes())
+    key = KC._request_key((7.0, 7.0, 7.0), 1.0, 40.0)
+    assert key["physics_code"] == h.hexdigest()[:16]
+    assert set(KC.PHYSICS_MODULES) >= {"LuDoseResponseLib.physics.electron_transport",
+                                       "LuDoseResponseLib.physics.photon_kernel",
+                                       "LuDoseResponseLib.physics.kernel_compute", "LuDoseResponseLib.physics.nuclides"}
+    monkeypatch.setenv("LUDR_CACHE_DIR", str(tmp_path))
+    calls = []
+    real = KC.compute_lu177_kernel_parts
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(KC, "compute_lu177_kernel_parts", counting)
+    first = K.lu177_voxel_kernel(7.0, photon_radius_mm=40.0)
+    K.lu177_voxel_kernel(7.0, photon_radius_mm=40.0)
+    assert len(calls) == 1                                        # same code: served from the cache
+    real_digest = KC.code_digest
+
+    def edited(modules):
+        return "0" * 16 if modules == KC.PHYSICS_MODULES else real_digest(modules)
+
+    monkeypatch.setattr(KC, "code_digest", edited)
+    again = K.lu177_voxel_kernel(7.0, photon_radius_mm=40.0)
+    assert len(calls) == 2                                        # changed code: recomputed, not the old file
+    np.testing.assert_array_equal(again, first)                   # (the "edit" changed nothing physical)
+    assert len(list(tmp_path.glob("lu177_dvk_7x7x7mm_*.npz"))) == 2
+    dpk_key = KC._dpk_key()
+    monkeypatch.setattr(KC, "code_digest", lambda modules: "1" * 16)
+    assert KC._dpk_key() != dpk_key                               # the electron DPK cache is keyed the same way

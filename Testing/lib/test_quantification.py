@@ -21,7 +21,7 @@ from LuDoseResponseLib.dosimetry.quantification import (
     quantify_spect,
     values_time,
 )
-from LuDoseResponseLib.errors import InputError
+from LuDoseResponseLib.errors import InputError, PhysicsError
 from LuDoseResponseLib.io import dicom
 
 # ICRP-107 T½ of Lu-177 (physics README §1), written out here rather than taken from the library
@@ -134,3 +134,14 @@ def test_values_time_follows_decay_correction(tmp_path):
     assert math.isclose(quantify_spect(sitk.Image(2, 2, 2, sitk.sitkFloat64), units="bq_per_ml",
                                        value_time=meta.administered_at,
                                        reference_time=meta.administered_at).decay_factor, 1.0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_voxels_are_an_error_naming_the_image(bad):
+    arr = np.full((3, 4, 5), 100.0)
+    arr[1, 2, 3] = bad
+    image = sitk.GetImageFromArray(arr)
+    with pytest.raises(PhysicsError, match="c1/spect_24h: the SPECT image has 1 NaN or infinite voxels"):
+        quantify_spect(image, units="bq_per_ml", name="c1/spect_24h")
+    with pytest.raises(PhysicsError, match="c1/spect_24h"):
+        quantify_spect(image, units="counts", calibration_cps_per_mbq=5.7, duration_s=100.0, name="c1/spect_24h")
