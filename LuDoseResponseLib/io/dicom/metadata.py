@@ -48,6 +48,10 @@ Units of the output pixel values (``units``: 'bq_per_ml', 'counts', 'hu' or None
   number (not finite; a slope <= 0), or a Modality LUT Sequence (0028,3000), leaves the units
   unknown (None) with a warning, unless a real-world value mapping (applied to stored values)
   gives them: such values are never read as if the rescale were absent.
+
+Lossy compression: LossyImageCompression (0028,2110) = 01 in any file of the series, or a lossy
+transfer syntax (JPEG Baseline/Extended, JPEG-LS near-lossless, JPEG 2000, HTJ2K), is a warning:
+the stored values are not those the scanner reconstructed, so activities and doses are not exact.
 """
 
 from __future__ import annotations
@@ -97,6 +101,12 @@ _BQ_PER_ML_CODES = {"bq/ml": 1.0, "bq/cm3": 1.0, "bqml": 1.0, "kbq/ml": 1e3, "kb
 _COUNT_CODES = {"{counts}", "{cnts}", "counts", "cnts", "{count}"}
 _UTC_OFFSET = re.compile(r"^([+\-])(\d{2}):?(\d{2})$")
 _DATE_ONLY_DT = re.compile(r"^(\d{8})(?:[+\-]\d{4})?$")
+#: transfer syntaxes that may hold lossy compressed pixel data (PS3.5 §8.2, A.4)
+LOSSY_TRANSFER_SYNTAXES = {
+    "1.2.840.10008.1.2.4.50": "JPEG Baseline", "1.2.840.10008.1.2.4.51": "JPEG Extended",
+    "1.2.840.10008.1.2.4.81": "JPEG-LS near-lossless", "1.2.840.10008.1.2.4.91": "JPEG 2000",
+    "1.2.840.10008.1.2.4.203": "HTJ2K",
+}
 
 
 @dataclass(frozen=True)
@@ -534,6 +544,27 @@ def value_mapping(ds: Dataset, name: str) -> ValueMapping:
     return ValueMapping(*rescale, None, f"{what} with {rescale_source}", tuple(warnings))
 
 
+def lossy_compression(headers: list[Dataset], name: str) -> list[str]:
+    """A warning when any file's pixel values were lossy compressed (module docstring), else nothing."""
+    flagged = [ds for ds in headers if (get_str(ds, "LossyImageCompression") or "").strip() == "01"]
+    syntaxes = {str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "") for ds in headers}
+    lossy_syntaxes = sorted(LOSSY_TRANSFER_SYNTAXES[s] for s in syntaxes if s in LOSSY_TRANSFER_SYNTAXES)
+    if not flagged and not lossy_syntaxes:
+        return []
+    how = []
+    if flagged:
+        ratio, method = get_str(flagged[0], "LossyImageCompressionRatio"), get_str(flagged[0],
+                                                                                  "LossyImageCompressionMethod")
+        detail = ", ".join(x for x in (f"ratio {ratio}" if ratio else "", f"method {method}" if method else "") if x)
+        how.append(f"{label('LossyImageCompression')} = 01 in {len(flagged)} of {len(headers)} file(s)"
+                   + (f" ({detail})" if detail else ""))
+    if lossy_syntaxes:
+        how.append(f"a lossy transfer syntax ({', '.join(lossy_syntaxes)})")
+    return [f"{name}: the pixel values were lossy compressed ({'; '.join(how)}); they are not the values the "
+            "scanner reconstructed, so activities and doses computed from them are not exact. Quantify the "
+            "original, uncompressed images"]
+
+
 # -------------------------------------------------------------------------------------- builder
 
 
@@ -628,6 +659,7 @@ def build_metadata(headers: list[Dataset], files: list[Path], layout: Layout) ->
         values["units"] = mappings[0].units
         if values["units"] is not None:  # an unknown value has no source (the warnings say why)
             sources["units"] = mappings[0].source
+    warnings += lossy_compression(headers, name)
     if values.get("decay_correction") == "ADMIN":
         warnings.append(f"{name}: pixel values are decay-corrected to the administration time "
                         f"({label('DecayCorrection')} ADMIN), not to the acquisition start")

@@ -7,6 +7,11 @@ DICOM file, or an NRRD / NIfTI / MetaImage file. Headers are read without pixel 
 Images come out as SimpleITK images in LPS (DESIGN.md) with the grid of ``dicom_geometry``
 and values mapped as ``dicom_meta`` describes (Bq/mL, counts or HU). Writing is in
 ``dicom_write``.
+
+Bad files never become made-up voxels: every header number is checked before use and every
+file's pixel data against its header before decoding (``pixel_format``), and a read whose
+estimated memory exceeds a limit (8 GiB by default; ``max_read_gib`` or the environment
+variable ``LUDR_DICOM_MAX_READ_GIB``) is refused with a DicomError.
 """
 
 from __future__ import annotations
@@ -99,10 +104,12 @@ def read_metadata(path: str | os.PathLike, series_uid: str | None = None) -> Ser
 
 
 def read_volume(path: str | os.PathLike, series_uid: str | None = None,
-                progress: Callable[[float], None] | None = None) -> Volume:
+                progress: Callable[[float], None] | None = None, max_read_gib: float | None = None) -> Volume:
     """The volume at ``path`` with its metadata; pixel values mapped (Bq/mL, counts or HU).
 
-    ``progress`` is called with the fraction of DICOM files read (0–1).
+    ``progress`` is called with the fraction of DICOM files read (0–1). A DICOM read whose
+    estimated memory exceeds ``max_read_gib`` (default: $LUDR_DICOM_MAX_READ_GIB, else
+    ``pixel_format.DEFAULT_MAX_READ_GIB``) is refused with a DicomError before decoding.
     """
     p = Path(path)
     if p.is_file() and is_image_file(p):
@@ -118,7 +125,7 @@ def read_volume(path: str | os.PathLike, series_uid: str | None = None,
     series = select_series(scan(p), p, series_uid)
     metadata, layout = _dicom_metadata(series)
     grid = layout.require_grid()
-    values = read_pixels(series, layout, progress)
+    values = read_pixels(series, layout, progress, max_read_gib)
     log.info("read %s %s (%d file(s), %s voxels, units %s)", metadata.modality, series.name, len(series.files),
              "×".join(str(v) for v in grid.size), metadata.units)
     image = sitk.GetImageFromArray(np.ascontiguousarray(values))
