@@ -283,3 +283,57 @@ def test_lossy_compression_is_a_result_warning(tmp_path):
     ds.LossyImageCompression = "00"
     assert not any("lossy" in w for w in dicom.read_metadata(save(ds, tmp_path / "zero.dcm")).warnings)
 
+
+
+def test_a_corrupt_element_length_never_reserves_more_than_the_file(tmp_path):
+    """A plain file's read(n) reserved n bytes (2 GiB for a length 0x7FFFFFF0) before finding the end of a
+    4 kB file; the reader maps the file instead. The pixel data are all there, so the values are right."""
+    ds = _nm()
+    path = save(ds, tmp_path / "nm.dcm")
+    raw = bytearray(path.read_bytes())
+    at = raw.rfind(b"\xe0\x7f\x10\x00OW\x00\x00")  # PixelData, explicit VR: tag, VR, 2 reserved, 4-byte length
+    raw[at + 8:at + 12] = (0x7FFFFFF0).to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+    tracemalloc.start()
+    try:
+        dicom.inspect(path)
+        values = sitk.GetArrayFromImage(dicom.read_volume(path).image)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20
+    np.testing.assert_array_equal(values, _truth(ds))
+
+
+def test_a_damaged_slice_is_never_dropped_from_its_series_unnoticed(tmp_path):
+    hu = np.arange(4 * 6 * 8, dtype=float).reshape(4, 6, 8)
+    files = write_series(ct_slices(hu), tmp_path / "ct")
+    end = files[-1]  # the last slice: without it the series would still look complete
+    raw = end.read_bytes()
+    end.write_bytes(raw[:raw.rfind(b"\x28\x00\x10\x00US")])  # cut just before Rows (0028,0010)
+    with pytest.raises(DicomError, match=rf"{end.name}: Rows \(0028,0010\) is missing"):
+        dicom.read_volume(tmp_path / "ct")
+    end.write_bytes(raw[:200])  # cut inside the file meta: no data set left to read
+    meta = dicom.read_metadata(tmp_path / "ct")
+    assert meta.size == (8, 6, 3)
+    assert any(f"{end.name}: unreadable" in w and "the series is incomplete" in w for w in meta.warnings)
+
+
+def test_non_image_dicom_files_are_skipped_with_a_note_each(tmp_path, caplog):
+    hu = np.arange(3 * 4 * 5, dtype=float).reshape(3, 4, 5)
+    slices = ct_slices(hu)
+    write_series(slices, tmp_path / "ct")
+    rtstruct = pydicom.Dataset()
+    rtstruct.file_meta = pydicom.dataset.FileMetaDataset()
+    rtstruct.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    rtstruct.SOPClassUID = rtstruct.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.3"
+    rtstruct.SOPInstanceUID = rtstruct.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    rtstruct.Modality = "RTSTRUCT"
+    rtstruct.SeriesInstanceUID = pydicom.uid.generate_uid()
+    save(rtstruct, tmp_path / "ct" / "RS.dcm")
+    with caplog.at_level("INFO", logger="LuDoseResponseLib.io.dicom.read"):
+        volume = dicom.read_volume(tmp_path / "ct")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(volume.image), hu)
+    notes = [r.getMessage() for r in caplog.records if "RS.dcm" in r.getMessage()]
+    assert notes == [f"{tmp_path / 'ct' / 'RS.dcm'}: skipped, not an image (RT Structure Set Storage, no "
+                     "Rows (0028,0010)/Columns (0028,0011))"]

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import warnings
 from collections.abc import Callable
@@ -24,6 +25,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.pixels.decoders.base import get_decoder
+from pydicom.uid import UID
 
 from LuDoseResponseLib.errors import DicomError
 from LuDoseResponseLib.io.dicom.geometry import Layout
@@ -56,6 +58,8 @@ class DicomSeries:
     uid: str
     files: tuple[Path, ...]
     headers: tuple[Dataset, ...]
+    #: files under the same path that could not be read at all and may belong to this series
+    unreadable: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -84,23 +88,51 @@ def _may_be_dicom(path: Path) -> bool:
     return head[:2] in (b"\x02\x00", b"\x08\x00")
 
 
-def _read_header(path: Path) -> Dataset | None:
-    """The header of a DICOM image file, or None if the file is not one."""
+def dcmread_bounded(path: Path, *, headers_only: bool) -> Dataset:
+    """``pydicom.dcmread`` through a read-only memory map of the file.
+
+    A corrupt element length (e.g. 0x7FFFFFF0) then never makes Python reserve more memory than the
+    file holds: a plain file's ``read(n)`` allocates n bytes before it finds the end of the file.
+    """
+    with path.open("rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise EOFError("the file is empty")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return pydicom.dcmread(mapped, stop_before_pixels=headers_only, force=True)
+
+
+def _read_header(path: Path) -> tuple[Dataset | None, str | None]:
+    """(header, None) of a DICOM image file, or (None, why it is skipped).
+
+    The reason is None for files that are not DICOM at all. A file is an image when it has Rows or
+    Columns or an image SOP class; an image whose header is broken is kept (its series then says
+    what is wrong), so that a damaged slice is never dropped from a series unnoticed.
+    """
     if not _may_be_dicom(path):
-        return None
+        return None, None
     try:
+        with path.open("rb") as f:
+            preamble = f.read(132)[128:] == b"DICM"
         with warnings.catch_warnings():  # pydicom warns about files that are then skipped anyway
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            ds = dcmread_bounded(path, headers_only=True)
         sop_class = get_str(ds, "SOPClassUID") or get_str(getattr(ds, "file_meta", Dataset()),
                                                           "MediaStorageSOPClassUID")
-        if sop_class == _DICOMDIR_CLASS or get_float(ds, "Rows") is None or get_float(ds, "Columns") is None:
-            return None
         get_str(ds, "SeriesInstanceUID")  # touch: a garbage file fails here rather than later
+        sop_name = UID(sop_class).name if sop_class else ""
+        if sop_class == _DICOMDIR_CLASS:
+            return None, "a DICOMDIR"
+        if preamble and (len(ds) == 0 or not sop_class):
+            return None, "unreadable: it starts like a DICOM file but holds no readable data set (truncated?)"
+        if "Rows" in ds or "Columns" in ds or "Image Storage" in sop_name:
+            return ds, None
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types on non-DICOM bytes
+        if preamble:
+            return None, f"unreadable: it starts like a DICOM file but cannot be read ({type(exc).__name__}: {exc})"
         log.debug("skipping %s: not readable as DICOM (%s)", path, exc)
-        return None
-    return ds
+        return None, None
+    what = sop_name if sop_class and sop_name != sop_class else f"SOP class {sop_class or 'missing'}"
+    return None, f"not an image ({what}, no {label('Rows')}/{label('Columns')})"
 
 
 def _candidate_files(path: Path) -> list[Path]:
@@ -117,16 +149,26 @@ def scan(path: str | os.PathLike) -> list[DicomSeries]:
     """All DICOM image series in a file or under a folder (recursively), headers only.
 
     Raises InputError/DicomError naming the path when it does not exist or holds no DICOM image.
+    Each skipped DICOM file that is not an image (RTSTRUCT, SR, DICOMDIR, ...) is noted in one
+    INFO line; a file that starts like DICOM but cannot be read is a WARNING and is listed in
+    every series' ``unreadable`` (a result warning: it may be a missing slice).
     """
     root = Path(path)
     if not root.exists():
         raise DicomError(f"{root}: no such file or folder")
     groups: dict[str, list[tuple[Path, Dataset]]] = {}
     skipped = 0
+    unreadable: list[str] = []
     for file in _candidate_files(root):
-        ds = _read_header(file)
+        ds, why = _read_header(file)
         if ds is None:
             skipped += 1
+            if why is not None and why.startswith("unreadable"):
+                unreadable.append(f"{file}: {why}; skipped. If it belongs to this series, the series is "
+                                  "incomplete: repair or remove the file")
+                log.warning("%s", unreadable[-1])
+            elif why is not None:
+                log.info("%s: skipped, %s", file, why)
             continue
         # without a SeriesInstanceUID a file cannot be grouped safely: it is a series on its own
         uid = get_str(ds, "SeriesInstanceUID") or f"(no SeriesInstanceUID) {file}"
@@ -134,7 +176,7 @@ def scan(path: str | os.PathLike) -> list[DicomSeries]:
     if not groups:
         what = "is not a DICOM image file" if root.is_file() else f"holds no DICOM image ({skipped} files skipped)"
         raise DicomError(f"{root} {what}; give a DICOM folder or file, or an NRRD/NIfTI/MetaImage file")
-    series = [DicomSeries(uid, tuple(f for f, _ in items), tuple(ds for _, ds in items))
+    series = [DicomSeries(uid, tuple(f for f, _ in items), tuple(ds for _, ds in items), tuple(unreadable))
               for uid, items in groups.items()]
 
     def key(s: DicomSeries):
@@ -238,7 +280,7 @@ def _stored_values_via_gdcm(ds: Dataset, file: Path) -> np.ndarray:
 
 def _read_full(file: Path) -> Dataset:
     try:
-        return pydicom.dcmread(file, force=True)
+        return dcmread_bounded(file, headers_only=False)
     except Exception as exc:  # noqa: BLE001 - OSError, EOF, invalid data: all mean the file is unusable
         raise DicomError(f"{file}: cannot be read ({type(exc).__name__}: {exc})") from exc
 

@@ -16,6 +16,7 @@ variable ``LUDR_DICOM_MAX_READ_GIB``) is refused with a DicomError.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -75,7 +76,10 @@ def _dicom_metadata(series: DicomSeries) -> tuple[SeriesMetadata, Layout]:
     """The series' metadata and voxel layout, from its headers."""
     try:
         layout = series_layout(list(series.headers), list(series.files))
-        return build_metadata(list(series.headers), list(series.files), layout), layout
+        metadata = build_metadata(list(series.headers), list(series.files), layout)
+        if series.unreadable:
+            metadata = dataclasses.replace(metadata, warnings=metadata.warnings + series.unreadable)
+        return metadata, layout
     except LuDoseResponseError:
         raise
     except Exception as exc:  # noqa: BLE001 - a header too malformed for the rules: name the series
