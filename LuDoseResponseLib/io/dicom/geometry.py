@@ -14,6 +14,9 @@ Every grid returned here is right-handed: D[:, 2] = row × col, and k increases 
   with ImagePositionPatient/ImageOrientationPatient from DetectorInformationSequence (or the top
   level). A negative SpacingBetweenSlices stacks the slices in front of the first one; such a
   stack is reversed so that k increases along the normal.
+- RT Dose (PS3.3 C.8.8.3.2): frame f lies at IPP + GridFrameOffsetVector[f] · (row × col) (relative
+  offsets, first 0), or at z = GridFrameOffsetVector[f] for an axial grid whose first value is the
+  z of IPP; the offsets must be evenly spaced.
 - Slice stacks (CT, PT, single-frame NM): slices are ordered by their position along the normal,
   never by file name or InstanceNumber, and must be evenly spaced without shear (gantry tilt).
 """
@@ -152,7 +155,8 @@ def _position_problem(ipp: tuple[float, ...], where: str) -> GeometryError | Non
     return None
 
 
-def _image_type_3(ds: Dataset) -> str | None:
+def image_type_3(ds: Dataset) -> str | None:
+    """Value 3 of ImageType (e.g. 'RECON TOMO', 'WHOLE BODY'), upper case, or None."""
     value = get(ds, "ImageType")
     if value is None or isinstance(value, str):
         return None
@@ -176,7 +180,7 @@ def multiframe_layout(ds: Dataset, name: str, fmt: PixelFormat) -> Layout:
     if get(ds, "PerFrameFunctionalGroupsSequence") is not None:
         return fail(DicomError(f"{name}: enhanced multi-frame objects ({label('PerFrameFunctionalGroupsSequence')}) "
                                "are not supported; export the series as classic NM, PT or CT images"))
-    kind = _image_type_3(ds)
+    kind = image_type_3(ds)
     if modality == "NM" and kind in NM_NOT_A_VOLUME:
         return fail(DicomError(f"{name}: {label('ImageType')} value 3 is {kind!r}: projections or planar frames, "
                                "not a reconstructed volume (RECON TOMO); reconstruct the SPECT first"))
@@ -211,7 +215,21 @@ def multiframe_layout(ds: Dataset, name: str, fmt: PixelFormat) -> Layout:
                                f"{SPACING_RANGE_MM[0]:g}–{SPACING_RANGE_MM[1]:g} mm; the file is corrupt"))
     if thickness is not None and thickness > 0 and not _spacing_ok(thickness):
         thickness = None  # unusable as a spacing; said below if it would be needed
-    if sbs is not None and sbs != 0:
+    if get(ds, "GridFrameOffsetVector") is not None:  # RT Dose (PS3.3 C.8.8.3.2)
+        offsets = _grid_frame_offsets(ds, name, n, ipp, iop)
+        if isinstance(offsets, InputError):
+            return fail(offsets, tuple(warnings))
+        step, spacing_source = offsets
+        if n == 1:
+            if thickness is None or thickness <= 0:
+                return fail(DicomError(f"{name}: a single-frame RT Dose without a usable {label('SliceThickness')}; "
+                                       "its thickness is unknown"), tuple(warnings))
+            step = thickness
+            spacing_source = f"{label('PixelSpacing')} + {label('SliceThickness')} (single frame)"
+        elif thickness is not None and abs(thickness - abs(step)) > 0.01 * abs(step):
+            warnings.append(f"{name}: {label('SliceThickness')} = {thickness:g} mm disagrees with the "
+                            f"{label('GridFrameOffsetVector')} spacing {abs(step):g} mm; the offsets are used")
+    elif sbs is not None and sbs != 0:
         step = sbs
         spacing_source = f"{label('PixelSpacing')} + {label('SpacingBetweenSlices')} = {sbs:g}"
         if sbs < 0:
@@ -241,6 +259,43 @@ def multiframe_layout(ds: Dataset, name: str, fmt: PixelFormat) -> Layout:
         "spacing_mm": spacing_source,
     })
     return Layout("multiframe", size, grid, order, sources, tuple(warnings), None, fmt)
+
+
+def _grid_frame_offsets(ds: Dataset, name: str, n: int, ipp: tuple[float, ...],
+                        iop: tuple[float, ...]) -> tuple[float, str] | InputError:
+    """(signed frame step in mm along row × col, source) from an RT Dose GridFrameOffsetVector (PS3.3 C.8.8.3.2).
+
+    The offsets are relative to ImagePositionPatient when the first is 0; otherwise, for an axial
+    grid only, they are z coordinates and the first must equal the z of ImagePositionPatient.
+    The frames must be evenly spaced.
+    """
+    offsets = get_floats(ds, "GridFrameOffsetVector", n)
+    if offsets is None:
+        raw = get(ds, "GridFrameOffsetVector")
+        count = len(raw) if isinstance(raw, list | tuple) or hasattr(raw, "__len__") and not isinstance(raw, str) else 1
+        return DicomError(f"{name}: {label('GridFrameOffsetVector')} holds {count} value(s), not "
+                          f"{label('NumberOfFrames')} = {n} numbers; the frames cannot be placed")
+    values = np.asarray(offsets)
+    kind = "offsets from ImagePositionPatient"
+    if values[0] != 0:
+        axial = np.allclose(iop, (1, 0, 0, 0, 1, 0), atol=1e-4)
+        if not axial or abs(values[0] - ipp[2]) > _SPACING_ATOL_MM:
+            return DicomError(f"{name}: {label('GridFrameOffsetVector')} starts at {values[0]:g}, neither 0 (offsets "
+                              f"from {label('ImagePositionPatient')}) nor its z = {ipp[2]:g} of an axial grid")
+        values = values - values[0]
+        kind = "z coordinates of an axial grid"
+    source = f"{label('PixelSpacing')} + {label('GridFrameOffsetVector')} ({kind})"
+    if n == 1:
+        return 0.0, source
+    gaps = np.diff(values)
+    step = round(float(np.mean(gaps)), 6)
+    if not _spacing_ok(abs(step)) or np.max(np.abs(gaps - step)) > max(_SPACING_ATOL_MM, _SPACING_RTOL * abs(step)):
+        return GeometryError(f"{name}: {label('GridFrameOffsetVector')} is not evenly spaced within "
+                             f"{SPACING_RANGE_MM[0]:g}–{SPACING_RANGE_MM[1]:g} mm (steps {np.min(gaps):g} to "
+                             f"{np.max(gaps):g} mm); resample the dose grid first")
+    if step < 0:
+        source += " (decreasing: frames stacked in front of the first; stack reversed)"
+    return step, source
 
 
 def stack_layout(headers: list[Dataset], names: list[str], formats: list[PixelFormat]) -> Layout:
@@ -363,6 +418,6 @@ def series_layout(headers: list[Dataset], files: list[Path]) -> Layout:
         exc = DicomError(f"{multi[0]}: the series has {len(headers)} files and {len(multi)} of them are "
                          "multi-frame; read one multi-frame file at a time")
         return Layout("stack", (0, 0, len(headers)), None, tuple(range(len(headers))), {}, (str(exc),), exc)
-    if len(headers) == 1 and (get_str(headers[0], "Modality") or "").upper() == "NM":
+    if len(headers) == 1 and (get_str(headers[0], "Modality") or "").upper() in ("NM", "RTDOSE"):
         return multiframe_layout(headers[0], names[0], formats[0])
     return stack_layout(headers, names, formats)

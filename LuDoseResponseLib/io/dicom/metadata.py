@@ -19,7 +19,9 @@ Acquisition duration (``duration_s``), wall-clock seconds of acquisition:
      NumberOfFramesInRotation counts the views of one detector; detectors acquire at the same
      time, so this is the time per view × views, not × views × detectors.
   2. The same two attributes at the top level (some vendors flatten the sequence).
-  3. PT objects: ActualFrameDuration (0018,1242) is the duration of the whole frame.
+  3. PT objects, and NM WHOLE BODY or STATIC images (ImageType value 3): ActualFrameDuration
+     (0018,1242) is the duration of each frame (a whole-body pass, a static view; the detectors'
+     frames are acquired at the same time).
   4. AcquisitionDuration (0018,9073, s).
   A SPECT calibration factor in cps/MBq must be defined with this same wall-clock duration.
 
@@ -37,7 +39,10 @@ Administration (RadiopharmaceuticalInformationSequence (0054,0016), first item):
     therapy) is read as MBq with a warning; anything else is None with a warning.
   - ``half_life_h`` from RadionuclideHalfLife (0018,1075, s); a warning if it is not Lu-177's.
 
-Units of the output pixel values (``units``: 'bq_per_ml', 'counts', 'hu' or None):
+Units of the output pixel values (``units``: 'bq_per_ml', 'counts', 'hu', 'gy' or None):
+  0. RT Dose: stored values × DoseGridScaling (3004,000E) (PS3.3 C.8.8.3.4), in Gy when DoseUnits
+     (3004,0002) is GY; RELATIVE dose has no unit (None, with a warning). A RescaleSlope that
+     differs from DoseGridScaling is reported and not used.
   1. a linear RealWorldValueMappingSequence (0040,9096) item in Bq/mL (or kBq/mL, MBq/mL),
      applied to the *stored* values as PS3.3 C.7.6.16.2.11 defines it;
   2. Units (0054,1001) BQML with the modality rescale (RescaleSlope/Intercept);
@@ -67,7 +72,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from LuDoseResponseLib.io.dicom.geometry import Layout
+from LuDoseResponseLib.io.dicom.geometry import Layout, image_type_3
 from LuDoseResponseLib.io.dicom.tags import (
     first_item,
     get,
@@ -301,6 +306,10 @@ def acquisition_duration(ds: Dataset, modality: str, name: str) -> tuple[float |
         elif ms is not None and ms > 0 and modality == "PT":
             duration = ms / 1000.0
             source = f"{label('ActualFrameDuration')} (PT: duration of the whole frame)"
+        elif ms is not None and ms > 0 and modality == "NM" and image_type_3(ds) in ("WHOLE BODY", "STATIC"):
+            duration = ms / 1000.0
+            source = (f"{label('ActualFrameDuration')} (NM {image_type_3(ds)}: duration of each frame, the "
+                      "detectors' frames simultaneous)")
     declared = get_float(ds, "AcquisitionDuration")
     if duration is None and declared is not None and declared > 0:
         duration, source = declared, label("AcquisitionDuration")
@@ -497,9 +506,32 @@ def _rescale_problem(ds: Dataset, name: str) -> str | None:
     return None
 
 
+def _rt_dose_mapping(ds: Dataset, name: str) -> ValueMapping:
+    """Rule 0 of the units: dose = stored × DoseGridScaling (PS3.3 C.8.8.3.4)."""
+    scaling_raw, scaling = get(ds, "DoseGridScaling"), get_float(ds, "DoseGridScaling")
+    if scaling is None or scaling <= 0:
+        problem = (f"{name}: {label('DoseGridScaling')} = {str(scaling_raw)!r} is not a finite number > 0, so the "
+                   "stored values cannot be mapped to dose; correct the file")
+        return ValueMapping(math.nan, math.nan, None, "no usable mapping", (problem,), problem)
+    warnings = []
+    slope = get_float(ds, "RescaleSlope")
+    if slope is not None and not math.isclose(slope, scaling, rel_tol=1e-6):
+        warnings.append(f"{name}: {label('RescaleSlope')} = {slope:g} differs from {label('DoseGridScaling')} = "
+                        f"{scaling:g}; the RT Dose scaling is used")
+    dose_units = (get_str(ds, "DoseUnits") or "").upper()
+    source = f"{label('DoseGridScaling')} [{label('DoseUnits')} {dose_units or 'missing'}]"
+    if dose_units == "GY":
+        return ValueMapping(scaling, 0.0, "gy", source, tuple(warnings))
+    warnings.append(f"{name}: {label('DoseUnits')} is {dose_units or 'missing'}, not GY: the values are not an "
+                    "absolute dose in Gy")
+    return ValueMapping(scaling, 0.0, None, source, tuple(warnings))
+
+
 def value_mapping(ds: Dataset, name: str) -> ValueMapping:
     """Choose how ``ds``'s stored values map to output values, by the unit rules in the module docstring."""
     modality = (get_str(ds, "Modality") or "").upper()
+    if modality == "RTDOSE":
+        return _rt_dose_mapping(ds, name)
     slope = get_float(ds, "RescaleSlope")
     intercept = get_float(ds, "RescaleIntercept")
     rescale = (1.0 if slope is None else slope, 0.0 if intercept is None else intercept)
