@@ -231,4 +231,4 @@ def test_inspect_reports_absurd_header_numbers_as_warnings(tmp_path, capsys, nm_
     assert any("NumberOfFrames (0028,0008) = 5 × 6 × 2147483647 need at least" in w for w in rec["warnings"])
     (rec,) = _inspect_json(capsys, tmp_path / "b")
     assert rec["size"] is None
-    assert any("Columns (0028,0011) is written with VR DS ('-1e37'); it must be US" in w for w in rec["warnings"])
+    assert any("Columns (0028,0011) is written with VR DS (value '-1e37'); it must be US" in w for w in rec["warnings"])
