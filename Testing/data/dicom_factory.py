@@ -26,6 +26,7 @@ Lossless, encoded by GDCM, which pydicom cannot decode here) give the encapsulat
 
 from __future__ import annotations
 
+import locale
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -329,8 +330,9 @@ def rle_compressed(ds: Dataset) -> Dataset:
     return ds
 
 
-def gdcm_jpeg_lossless(src: Path, dst: Path) -> Path:
-    """Recompress the single-frame file ``src`` as JPEG Lossless with GDCM (SimpleITK), keeping its header."""
+def gdcm_jpeg_lossless(src: Path, dst: Path, compressor: str = "JPEG") -> Path:
+    """Recompress the single-frame file ``src`` losslessly with GDCM (SimpleITK), keeping its header:
+    ``compressor`` "JPEG" gives JPEG Lossless (1.2.840.10008.1.2.4.70), "JPEG2000" JPEG 2000 lossless (….90)."""
     import SimpleITK as sitk
 
     reader = sitk.ImageFileReader()
@@ -344,10 +346,14 @@ def gdcm_jpeg_lossless(src: Path, dst: Path) -> Path:
     writer.SetImageIO("GDCMImageIO")
     writer.KeepOriginalImageUIDOn()
     writer.SetUseCompression(True)
-    writer.SetCompressor("JPEG")
+    writer.SetCompressor(compressor)
     dst.parent.mkdir(parents=True, exist_ok=True)
     writer.SetFileName(str(dst))
-    writer.Execute(image)
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        writer.Execute(image)
+    finally:  # GDCM's writer leaves LC_CTYPE at "C": later open() calls would decode text as ASCII
+        locale.setlocale(locale.LC_ALL, saved)
     return dst
 
 

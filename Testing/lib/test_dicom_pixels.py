@@ -86,17 +86,22 @@ def test_a_short_slice_in_a_ct_series_is_named(tmp_path):
         dicom.read_volume(tmp_path / "ct")
 
 
-def _jpeg_ct(tmp_path: Path) -> tuple[Path, np.ndarray]:
+def _jpeg_ct(tmp_path: Path, compressor: str) -> tuple[Path, np.ndarray]:
     hu = np.random.default_rng(4).integers(-1000, 1500, size=(1, 16, 18)).astype(float)
     (plain,) = write_series(ct_slices(hu), tmp_path / "plain")
-    return gdcm_jpeg_lossless(plain, tmp_path / "jpeg.dcm"), hu
+    return gdcm_jpeg_lossless(plain, tmp_path / "jpeg.dcm", compressor), hu
 
 
+@pytest.mark.parametrize("compressor", ["JPEG", "JPEG2000"])
 @pytest.mark.parametrize("change", [("Rows", 17), ("Columns", 17), ("NumberOfFrames", 2)])
-def test_gdcm_path_checks_the_jpeg_frames_against_the_header(tmp_path, change):
-    """JPEG Lossless goes to GDCM, which ignored Rows/Columns (a bare numpy ValueError followed) and
-    NumberOfFrames; the JPEG start-of-frame marker and the fragments are now checked first."""
-    path, hu = _jpeg_ct(tmp_path)
+def test_gdcm_path_checks_the_jpeg_frames_against_the_header(tmp_path, change, compressor):
+    """JPEG Lossless and JPEG 2000 lossless go to GDCM here (pydicom has no decoder for them), which
+    ignored Rows/Columns (a bare numpy ValueError followed) and NumberOfFrames; the JPEG start-of-frame
+    marker (ITU T.81 B.2.2) or the JPEG 2000 SIZ marker (ISO 15444-1 A.5.1) and the fragments are now
+    checked first."""
+    path, hu = _jpeg_ct(tmp_path, compressor)
+    assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == {"JPEG": "1.2.840.10008.1.2.4.70",
+                                                                 "JPEG2000": "1.2.840.10008.1.2.4.90"}[compressor]
     np.testing.assert_array_equal(sitk.GetArrayFromImage(dicom.read_volume(path).image), hu)
     ds = pydicom.dcmread(path)
     setattr(ds, *change)
