@@ -143,3 +143,18 @@ def test_each_skipped_non_image_file_gets_one_note(tmp_path, caplog):
     assert len(notes) == 3
     for name, kind in expected_kinds.items():
         assert sum(f"{name}: skipped, not an image ({kind}" in n for n in notes) == 1, (name, notes)
+
+
+def test_evenly_missing_slices_are_a_warning(tmp_path):
+    """Every other CT slice removed still gives evenly spaced positions (2 × 2.5 mm): the volume is read as
+    the files say, but SliceThickness 2.5 mm against 5 mm apart is reported."""
+    hu = np.arange(6 * 4 * 5, dtype=float).reshape(6, 4, 5)
+    slices = ct_slices(hu, slice_spacing=2.5)
+    write_series(slices[::2], tmp_path / "ct")
+    volume = dicom.read_volume(tmp_path / "ct")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(volume.image), hu[::2])
+    assert volume.metadata.spacing_mm[2] == pytest.approx(5.0)
+    assert any("the slices are 5 mm apart but SliceThickness (0018,0050) is 2.5 mm" in w
+               for w in volume.metadata.warnings)
+    write_series(slices, tmp_path / "complete")
+    assert not any("apart but SliceThickness" in w for w in dicom.read_metadata(tmp_path / "complete").warnings)

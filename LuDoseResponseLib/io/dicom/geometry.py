@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from LuDoseResponseLib.errors import DicomError, GeometryError, InputError
 from LuDoseResponseLib.io.dicom.pixel_format import PixelFormat, check_file_size, pixel_format
@@ -44,6 +45,8 @@ _SHEAR_TOL_MM = 0.05    # in-plane drift of slice positions (gantry tilt) allowe
 #: voxel spacings (mm) and positions (|mm|) outside these bounds are corrupt headers, not images
 SPACING_RANGE_MM = (1e-3, 1e4)
 MAX_POSITION_MM = 1e6
+#: a slice stack whose spacing exceeds SliceThickness by this factor gets a warning (gaps or missing slices)
+GAP_WARNING_RATIO = 1.5
 
 
 @dataclass(frozen=True)
@@ -272,7 +275,7 @@ def _grid_frame_offsets(ds: Dataset, name: str, n: int, ipp: tuple[float, ...],
     offsets = get_floats(ds, "GridFrameOffsetVector", n)
     if offsets is None:
         raw = get(ds, "GridFrameOffsetVector")
-        count = len(raw) if isinstance(raw, list | tuple) or hasattr(raw, "__len__") and not isinstance(raw, str) else 1
+        count = len(raw) if isinstance(raw, MultiValue | list | tuple) else 1
         return DicomError(f"{name}: {label('GridFrameOffsetVector')} holds {count} value(s), not "
                           f"{label('NumberOfFrames')} = {n} numbers; the frames cannot be placed")
     values = np.asarray(offsets)
@@ -383,6 +386,11 @@ def stack_layout(headers: list[Dataset], names: list[str], formats: list[PixelFo
         if sbs is not None and abs(abs(sbs) - step) > 0.01 * step:
             warnings.append(f"{names[0]}: {label('SpacingBetweenSlices')} = {sbs:g} mm disagrees with the slice "
                             f"positions ({step:.4g} mm apart); the positions are used")
+        thickness = get_float(first, "SliceThickness")
+        if thickness is not None and thickness > 0 and step > GAP_WARNING_RATIO * thickness:
+            warnings.append(f"{names[0]} (series of {n} files): the slices are {step:.4g} mm apart but "
+                            f"{label('SliceThickness')} is {thickness:g} mm: there are gaps between slices, or "
+                            "evenly spaced slices are missing (e.g. every other file). Check the series is complete")
     origin = positions[order[0]]
     grid = Grid(size, (in_plane[0], in_plane[1], float(step)), tuple(float(v) for v in origin),
                 tuple(float(v) for v in np.column_stack([row, col, normal]).ravel()))

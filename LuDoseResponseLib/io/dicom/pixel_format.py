@@ -23,7 +23,7 @@ Pixel data (checked on the full file, before any decoder runs, for every decoder
 
 Memory: before decoding, a read's peak memory is estimated (:func:`read_bytes_estimate`) and a
 read above the limit is refused with a DicomError. The limit is ``DEFAULT_MAX_READ_GIB`` (8 GiB:
-a 512 × 512 × 2000-slice CT needs about 4.2 GiB), overridden by the environment variable
+a 512 × 512 × 2000-slice CT needs about 3.9 GiB), overridden by the environment variable
 ``LUDR_DICOM_MAX_READ_GIB`` or by the ``max_read_gib`` argument of ``read_volume``.
 """
 
@@ -37,6 +37,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
+from pydicom.multival import MultiValue
 from pydicom.uid import UID, ImplicitVRLittleEndian
 
 from LuDoseResponseLib.errors import DicomError
@@ -102,8 +103,8 @@ def _header_int(ds: Dataset, keyword: str, name: str, *, vrs: tuple[str, ...], l
         raise DicomError(f"{name}: {label(keyword)} is written with VR {elem.VR} (value {str(raw)[:40]!r}); "
                          f"it must be {' or '.join(vrs)}. The file is corrupt: re-export it")
     if not isinstance(raw, int) or isinstance(raw, bool):
-        what = f"{len(raw)} values" if isinstance(raw, list | tuple) or hasattr(raw, "__len__") else repr(raw)
-        raise DicomError(f"{name}: {label(keyword)} must be one integer, not {str(what)[:60]}; the file is corrupt")
+        what = f"{len(raw)} values" if isinstance(raw, MultiValue | list | tuple) else repr(raw)[:60]
+        raise DicomError(f"{name}: {label(keyword)} must be one integer, not {what}; the file is corrupt")
     value = int(raw)
     if not lo <= value <= hi:
         raise DicomError(f"{name}: {label(keyword)} = {value} is outside {lo}–{hi}; the file is corrupt")
