@@ -18,11 +18,15 @@ modelled on those conventions, not copies of real files.
   RescaleSlope per slice, a matching Bq/ml real-world value mapping, DecayCorrection START.
 - :func:`ct_slices` a CT series in HU (RescaleIntercept −1024).
 
-The tests mutate the returned datasets (delete or change tags) to build the broken variants.
+The tests mutate the returned datasets (delete or change tags) to build the broken variants:
+:func:`set_raw` (an undecodable value), :func:`set_with_vr` (a value written with the wrong VR),
+:func:`rle_compressed` (RLE Lossless, encoded by pydicom) and :func:`gdcm_jpeg_lossless` (JPEG
+Lossless, encoded by GDCM, which pydicom cannot decode here) give the encapsulated variants.
 """
 
 from __future__ import annotations
 
+import locale
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
@@ -39,6 +43,7 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     NuclearMedicineImageStorage,
     PositronEmissionTomographyImageStorage,
+    RLELossless,
     generate_uid,
 )
 
@@ -312,6 +317,44 @@ def set_raw(ds: Dataset, keyword: str, text: str) -> None:
     raw = text.encode("ascii")
     raw += b" " * (len(raw) % 2)
     ds[tag] = RawDataElement(tag, vr, len(raw), raw, 0, False, True)
+
+
+def set_with_vr(ds: Dataset, keyword: str, vr: str, value) -> None:
+    """Write ``keyword`` with the VR ``vr`` instead of its dictionary VR (e.g. Columns as a DS '-1e37')."""
+    ds[Tag(keyword)] = DataElement(Tag(keyword), vr, value)
+
+
+def rle_compressed(ds: Dataset) -> Dataset:
+    """``ds`` with its pixel data RLE Lossless encoded (PS3.5 G) by pydicom, one fragment per frame."""
+    ds.compress(RLELossless)
+    return ds
+
+
+def gdcm_jpeg_lossless(src: Path, dst: Path, compressor: str = "JPEG") -> Path:
+    """Recompress the single-frame file ``src`` losslessly with GDCM (SimpleITK), keeping its header:
+    ``compressor`` "JPEG" gives JPEG Lossless (1.2.840.10008.1.2.4.70), "JPEG2000" JPEG 2000 lossless (….90)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetFileName(str(src))
+    reader.LoadPrivateTagsOn()
+    image = sitk.Cast(reader.Execute(), sitk.sitkInt16)  # JPEG Lossless holds ≤ 16 bits
+    for key in reader.GetMetaDataKeys():
+        image.SetMetaData(key, reader.GetMetaData(key))
+    writer = sitk.ImageFileWriter()
+    writer.SetImageIO("GDCMImageIO")
+    writer.KeepOriginalImageUIDOn()
+    writer.SetUseCompression(True)
+    writer.SetCompressor(compressor)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    writer.SetFileName(str(dst))
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        writer.Execute(image)
+    finally:  # GDCM's writer leaves LC_CTYPE at "C": later open() calls would decode text as ASCII
+        locale.setlocale(locale.LC_ALL, saved)
+    return dst
 
 
 def save(ds: Dataset, path: Path) -> Path:

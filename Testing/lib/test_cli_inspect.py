@@ -212,3 +212,23 @@ def test_deleting_any_attribute_never_crashes(tmp_path, layout, nm_values):
             except LuDoseResponseError as exc:
                 assert file.name in str(exc), (path, str(exc))
     assert cases > 50
+
+
+def test_inspect_reports_absurd_header_numbers_as_warnings(tmp_path, capsys, nm_values):
+    """NumberOfFrames = 2³¹−1 (tuple(range(...)) allocated 16 GiB before) and a Columns written as a DS
+    '-1e37' (size −1e37 before): exit 0, size unknown, the reason in the warnings."""
+    from dicom_factory import set_with_vr
+
+    huge = siemens_xspect_like(nm_values)
+    huge.NumberOfFrames = 2**31 - 1
+    del huge.NumberOfSlices
+    save(huge, tmp_path / "a" / "huge.dcm")
+    wrong = siemens_xspect_like(nm_values)
+    set_with_vr(wrong, "Columns", "DS", "-1e37")
+    save(wrong, tmp_path / "b" / "vr.dcm")
+    (rec,) = _inspect_json(capsys, tmp_path / "a")
+    assert rec["size"] is None
+    assert any("NumberOfFrames (0028,0008) = 5 × 6 × 2147483647 need at least" in w for w in rec["warnings"])
+    (rec,) = _inspect_json(capsys, tmp_path / "b")
+    assert rec["size"] is None
+    assert any("Columns (0028,0011) is written with VR DS (value '-1e37'); it must be US" in w for w in rec["warnings"])

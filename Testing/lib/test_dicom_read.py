@@ -18,6 +18,7 @@ import SimpleITK as sitk
 from dicom_factory import (
     StudyIds,
     ct_slices,
+    gdcm_jpeg_lossless,
     ge_counts_like,
     hermes_pt_like,
     philips_like,
@@ -234,21 +235,7 @@ def test_jpeg_lossless_ct_is_decoded_with_gdcm(tmp_path, caplog):
     hu = np.random.default_rng(1).integers(-1000, 1500, size=(3, 16, 16)).astype(float)
     plain = write_series(ct_slices(hu), tmp_path / "plain")
     for src in plain:  # recompress each file with GDCM, keeping its header
-        reader = sitk.ImageFileReader()
-        reader.SetImageIO("GDCMImageIO")
-        reader.SetFileName(str(src))
-        reader.LoadPrivateTagsOn()
-        image = sitk.Cast(reader.Execute(), sitk.sitkInt16)  # JPEG Lossless holds ≤ 16 bits
-        for key in reader.GetMetaDataKeys():
-            image.SetMetaData(key, reader.GetMetaData(key))
-        writer = sitk.ImageFileWriter()
-        writer.SetImageIO("GDCMImageIO")
-        writer.KeepOriginalImageUIDOn()
-        writer.SetUseCompression(True)
-        writer.SetCompressor("JPEG")
-        writer.SetFileName(str(tmp_path / "jpeg" / src.name))
-        (tmp_path / "jpeg").mkdir(exist_ok=True)
-        writer.Execute(image)
+        gdcm_jpeg_lossless(src, tmp_path / "jpeg" / src.name)
     sample = pydicom.dcmread(tmp_path / "jpeg" / plain[0].name)
     assert sample.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
     with pytest.raises(Exception):  # noqa: B017 - pydicom has no decoder for it in this environment

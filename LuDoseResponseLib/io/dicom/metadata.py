@@ -19,7 +19,9 @@ Acquisition duration (``duration_s``), wall-clock seconds of acquisition:
      NumberOfFramesInRotation counts the views of one detector; detectors acquire at the same
      time, so this is the time per view × views, not × views × detectors.
   2. The same two attributes at the top level (some vendors flatten the sequence).
-  3. PT objects: ActualFrameDuration (0018,1242) is the duration of the whole frame.
+  3. PT objects, and NM WHOLE BODY or STATIC images (ImageType value 3): ActualFrameDuration
+     (0018,1242) is the duration of each frame (a whole-body pass, a static view; the detectors'
+     frames are acquired at the same time).
   4. AcquisitionDuration (0018,9073, s).
   A SPECT calibration factor in cps/MBq must be defined with this same wall-clock duration.
 
@@ -37,7 +39,10 @@ Administration (RadiopharmaceuticalInformationSequence (0054,0016), first item):
     therapy) is read as MBq with a warning; anything else is None with a warning.
   - ``half_life_h`` from RadionuclideHalfLife (0018,1075, s); a warning if it is not Lu-177's.
 
-Units of the output pixel values (``units``: 'bq_per_ml', 'counts', 'hu' or None):
+Units of the output pixel values (``units``: 'bq_per_ml', 'counts', 'hu', 'gy' or None):
+  0. RT Dose: stored values × DoseGridScaling (3004,000E) (PS3.3 C.8.8.3.4), in Gy when DoseUnits
+     (3004,0002) is GY; RELATIVE dose has no unit (None, with a warning). A RescaleSlope that
+     differs from DoseGridScaling is reported and not used.
   1. a linear RealWorldValueMappingSequence (0040,9096) item in Bq/mL (or kBq/mL, MBq/mL),
      applied to the *stored* values as PS3.3 C.7.6.16.2.11 defines it;
   2. Units (0054,1001) BQML with the modality rescale (RescaleSlope/Intercept);
@@ -48,6 +53,10 @@ Units of the output pixel values (``units``: 'bq_per_ml', 'counts', 'hu' or None
   number (not finite; a slope <= 0), or a Modality LUT Sequence (0028,3000), leaves the units
   unknown (None) with a warning, unless a real-world value mapping (applied to stored values)
   gives them: such values are never read as if the rescale were absent.
+
+Lossy compression: LossyImageCompression (0028,2110) = 01 in any file of the series, or a lossy
+transfer syntax (JPEG Baseline/Extended, JPEG-LS near-lossless, JPEG 2000, HTJ2K), is a warning:
+the stored values are not those the scanner reconstructed, so activities and doses are not exact.
 """
 
 from __future__ import annotations
@@ -63,7 +72,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from LuDoseResponseLib.io.dicom.geometry import Layout
+from LuDoseResponseLib.io.dicom.geometry import Layout, image_type_3
 from LuDoseResponseLib.io.dicom.tags import (
     first_item,
     get,
@@ -97,6 +106,12 @@ _BQ_PER_ML_CODES = {"bq/ml": 1.0, "bq/cm3": 1.0, "bqml": 1.0, "kbq/ml": 1e3, "kb
 _COUNT_CODES = {"{counts}", "{cnts}", "counts", "cnts", "{count}"}
 _UTC_OFFSET = re.compile(r"^([+\-])(\d{2}):?(\d{2})$")
 _DATE_ONLY_DT = re.compile(r"^(\d{8})(?:[+\-]\d{4})?$")
+#: transfer syntaxes that may hold lossy compressed pixel data (PS3.5 §8.2, A.4)
+LOSSY_TRANSFER_SYNTAXES = {
+    "1.2.840.10008.1.2.4.50": "JPEG Baseline", "1.2.840.10008.1.2.4.51": "JPEG Extended",
+    "1.2.840.10008.1.2.4.81": "JPEG-LS near-lossless", "1.2.840.10008.1.2.4.91": "JPEG 2000",
+    "1.2.840.10008.1.2.4.203": "HTJ2K",
+}
 
 
 @dataclass(frozen=True)
@@ -291,6 +306,10 @@ def acquisition_duration(ds: Dataset, modality: str, name: str) -> tuple[float |
         elif ms is not None and ms > 0 and modality == "PT":
             duration = ms / 1000.0
             source = f"{label('ActualFrameDuration')} (PT: duration of the whole frame)"
+        elif ms is not None and ms > 0 and modality == "NM" and image_type_3(ds) in ("WHOLE BODY", "STATIC"):
+            duration = ms / 1000.0
+            source = (f"{label('ActualFrameDuration')} (NM {image_type_3(ds)}: duration of each frame, the "
+                      "detectors' frames simultaneous)")
     declared = get_float(ds, "AcquisitionDuration")
     if duration is None and declared is not None and declared > 0:
         duration, source = declared, label("AcquisitionDuration")
@@ -487,9 +506,32 @@ def _rescale_problem(ds: Dataset, name: str) -> str | None:
     return None
 
 
+def _rt_dose_mapping(ds: Dataset, name: str) -> ValueMapping:
+    """Rule 0 of the units: dose = stored × DoseGridScaling (PS3.3 C.8.8.3.4)."""
+    scaling_raw, scaling = get(ds, "DoseGridScaling"), get_float(ds, "DoseGridScaling")
+    if scaling is None or scaling <= 0:
+        problem = (f"{name}: {label('DoseGridScaling')} = {str(scaling_raw)!r} is not a finite number > 0, so the "
+                   "stored values cannot be mapped to dose; correct the file")
+        return ValueMapping(math.nan, math.nan, None, "no usable mapping", (problem,), problem)
+    warnings = []
+    slope = get_float(ds, "RescaleSlope")
+    if slope is not None and not math.isclose(slope, scaling, rel_tol=1e-6):
+        warnings.append(f"{name}: {label('RescaleSlope')} = {slope:g} differs from {label('DoseGridScaling')} = "
+                        f"{scaling:g}; the RT Dose scaling is used")
+    dose_units = (get_str(ds, "DoseUnits") or "").upper()
+    source = f"{label('DoseGridScaling')} [{label('DoseUnits')} {dose_units or 'missing'}]"
+    if dose_units == "GY":
+        return ValueMapping(scaling, 0.0, "gy", source, tuple(warnings))
+    warnings.append(f"{name}: {label('DoseUnits')} is {dose_units or 'missing'}, not GY: the values are not an "
+                    "absolute dose in Gy")
+    return ValueMapping(scaling, 0.0, None, source, tuple(warnings))
+
+
 def value_mapping(ds: Dataset, name: str) -> ValueMapping:
     """Choose how ``ds``'s stored values map to output values, by the unit rules in the module docstring."""
     modality = (get_str(ds, "Modality") or "").upper()
+    if modality == "RTDOSE":
+        return _rt_dose_mapping(ds, name)
     slope = get_float(ds, "RescaleSlope")
     intercept = get_float(ds, "RescaleIntercept")
     rescale = (1.0 if slope is None else slope, 0.0 if intercept is None else intercept)
@@ -532,6 +574,27 @@ def value_mapping(ds: Dataset, name: str) -> ValueMapping:
     warnings.append(f"{name}: {what}; the pixel values are neither counts nor Bq/mL as far as the header "
                     "says. Give units in the manifest")
     return ValueMapping(*rescale, None, f"{what} with {rescale_source}", tuple(warnings))
+
+
+def lossy_compression(headers: list[Dataset], name: str) -> list[str]:
+    """A warning when any file's pixel values were lossy compressed (module docstring), else nothing."""
+    flagged = [ds for ds in headers if (get_str(ds, "LossyImageCompression") or "").strip() == "01"]
+    syntaxes = {str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "") for ds in headers}
+    lossy_syntaxes = sorted(LOSSY_TRANSFER_SYNTAXES[s] for s in syntaxes if s in LOSSY_TRANSFER_SYNTAXES)
+    if not flagged and not lossy_syntaxes:
+        return []
+    how = []
+    if flagged:
+        ratio, method = get_str(flagged[0], "LossyImageCompressionRatio"), get_str(flagged[0],
+                                                                                  "LossyImageCompressionMethod")
+        detail = ", ".join(x for x in (f"ratio {ratio}" if ratio else "", f"method {method}" if method else "") if x)
+        how.append(f"{label('LossyImageCompression')} = 01 in {len(flagged)} of {len(headers)} file(s)"
+                   + (f" ({detail})" if detail else ""))
+    if lossy_syntaxes:
+        how.append(f"a lossy transfer syntax ({', '.join(lossy_syntaxes)})")
+    return [f"{name}: the pixel values were lossy compressed ({'; '.join(how)}); they are not the values the "
+            "scanner reconstructed, so activities and doses computed from them are not exact. Quantify the "
+            "original, uncompressed images"]
 
 
 # -------------------------------------------------------------------------------------- builder
@@ -628,6 +691,7 @@ def build_metadata(headers: list[Dataset], files: list[Path], layout: Layout) ->
         values["units"] = mappings[0].units
         if values["units"] is not None:  # an unknown value has no source (the warnings say why)
             sources["units"] = mappings[0].source
+    warnings += lossy_compression(headers, name)
     if values.get("decay_correction") == "ADMIN":
         warnings.append(f"{name}: pixel values are decay-corrected to the administration time "
                         f"({label('DecayCorrection')} ADMIN), not to the acquisition start")

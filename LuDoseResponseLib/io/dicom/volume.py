@@ -7,10 +7,16 @@ DICOM file, or an NRRD / NIfTI / MetaImage file. Headers are read without pixel 
 Images come out as SimpleITK images in LPS (DESIGN.md) with the grid of ``dicom_geometry``
 and values mapped as ``dicom_meta`` describes (Bq/mL, counts or HU). Writing is in
 ``dicom_write``.
+
+Bad files never become made-up voxels: every header number is checked before use and every
+file's pixel data against its header before decoding (``pixel_format``), and a read whose
+estimated memory exceeds a limit (8 GiB by default; ``max_read_gib`` or the environment
+variable ``LUDR_DICOM_MAX_READ_GIB``) is refused with a DicomError.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
@@ -70,7 +76,10 @@ def _dicom_metadata(series: DicomSeries) -> tuple[SeriesMetadata, Layout]:
     """The series' metadata and voxel layout, from its headers."""
     try:
         layout = series_layout(list(series.headers), list(series.files))
-        return build_metadata(list(series.headers), list(series.files), layout), layout
+        metadata = build_metadata(list(series.headers), list(series.files), layout)
+        if series.unreadable:
+            metadata = dataclasses.replace(metadata, warnings=metadata.warnings + series.unreadable)
+        return metadata, layout
     except LuDoseResponseError:
         raise
     except Exception as exc:  # noqa: BLE001 - a header too malformed for the rules: name the series
@@ -99,10 +108,12 @@ def read_metadata(path: str | os.PathLike, series_uid: str | None = None) -> Ser
 
 
 def read_volume(path: str | os.PathLike, series_uid: str | None = None,
-                progress: Callable[[float], None] | None = None) -> Volume:
+                progress: Callable[[float], None] | None = None, max_read_gib: float | None = None) -> Volume:
     """The volume at ``path`` with its metadata; pixel values mapped (Bq/mL, counts or HU).
 
-    ``progress`` is called with the fraction of DICOM files read (0–1).
+    ``progress`` is called with the fraction of DICOM files read (0–1). A DICOM read whose
+    estimated memory exceeds ``max_read_gib`` (default: $LUDR_DICOM_MAX_READ_GIB, else
+    ``pixel_format.DEFAULT_MAX_READ_GIB``) is refused with a DicomError before decoding.
     """
     p = Path(path)
     if p.is_file() and is_image_file(p):
@@ -118,7 +129,7 @@ def read_volume(path: str | os.PathLike, series_uid: str | None = None,
     series = select_series(scan(p), p, series_uid)
     metadata, layout = _dicom_metadata(series)
     grid = layout.require_grid()
-    values = read_pixels(series, layout, progress)
+    values = read_pixels(series, layout, progress, max_read_gib)
     log.info("read %s %s (%d file(s), %s voxels, units %s)", metadata.modality, series.name, len(series.files),
              "×".join(str(v) for v in grid.size), metadata.units)
     image = sitk.GetImageFromArray(np.ascontiguousarray(values))
