@@ -91,30 +91,43 @@ def _drc_da(a: np.ndarray) -> np.ndarray:
     return (dj - 3.0 * _rc_of_a(a) * 8.0 * math.sqrt(2.0 * math.pi) * a**2) / (8.0 * math.sqrt(2.0 * math.pi) * a**3)
 
 
-def _as_output(x: np.ndarray, like):
-    return float(x) if np.ndim(like) == 0 else x
+def _fwhms(fwhm_mm, what: str) -> np.ndarray:
+    try:
+        f = np.asarray(fwhm_mm, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise PhysicsError(f"{what}: fwhm_mm must be numbers (mm), got {fwhm_mm!r}") from exc
+    if f.size == 0 or not np.all(np.isfinite(f)) or np.any(f <= 0):
+        raise PhysicsError(f"{what}: the PSF FWHM must be finite and > 0 mm, got {np.ravel(f)[:6].tolist()}")
+    return f
 
 
-def recovery_coefficient(volume_ml, fwhm_mm: float) -> float | np.ndarray:
+def _as_output(x: np.ndarray):
+    return float(x) if np.ndim(x) == 0 else x
+
+
+def recovery_coefficient(volume_ml, fwhm_mm) -> float | np.ndarray:
     """Exact mean recovery coefficient of a uniform sphere of ``volume_ml`` under an isotropic Gaussian
-    PSF of ``fwhm_mm`` (cold background); vectorised over volumes (see the module docstring)."""
+    PSF of ``fwhm_mm`` (cold background; see the module docstring).
+
+    Vectorised: volumes and FWHMs broadcast like numpy arrays (an array of FWHMs is several isotropic
+    PSFs, not an (x, y, z) triple: the closed form is isotropic only).
+    """
     v = _volumes(volume_ml, "recovery coefficient")
-    fwhm = isotropic_fwhm_mm(fwhm_mm, "recovery coefficient")
-    a = sphere_radius_mm(v) / (fwhm / FWHM_PER_SIGMA)
-    return _as_output(np.clip(_rc_of_a(a), 0.0, 1.0), volume_ml)
+    a = sphere_radius_mm(v) / (_fwhms(fwhm_mm, "recovery coefficient") / FWHM_PER_SIGMA)
+    return _as_output(np.clip(_rc_of_a(a), 0.0, 1.0))
 
 
-def recovery_coefficient_derivatives(volume_ml, fwhm_mm: float) -> tuple:
-    """(dRC/dV per mL, dRC/dFWHM per mm) of :func:`recovery_coefficient`, exact, vectorised over volumes.
+def recovery_coefficient_derivatives(volume_ml, fwhm_mm) -> tuple:
+    """(dRC/dV per mL, dRC/dFWHM per mm) of :func:`recovery_coefficient`, exact, vectorised alike.
 
     dRC/dV feeds :func:`uncertainty.volume_sensitivity` (``drc_dv_per_ml``); dRC/dFWHM carries an
     uncertain system resolution into the RC's SD.
     """
     v = _volumes(volume_ml, "recovery coefficient derivative")
-    fwhm = isotropic_fwhm_mm(fwhm_mm, "recovery coefficient derivative")
+    fwhm = _fwhms(fwhm_mm, "recovery coefficient derivative")
     a = sphere_radius_mm(v) / (fwhm / FWHM_PER_SIGMA)
     d = _drc_da(a)
-    return _as_output(d * a / (3.0 * v), volume_ml), _as_output(-d * a / fwhm, volume_ml)
+    return _as_output(d * a / (3.0 * v)), _as_output(-d * a / fwhm)
 
 
 def sphere_profile(r_mm, radius_mm: float, fwhm_mm: float) -> np.ndarray:
@@ -266,14 +279,29 @@ def _inseparable(matrix: np.ndarray, names: Sequence[str]) -> str:
     return ", ".join(map(repr, picked))
 
 
+class GtmConcentrations(dict):
+    """The dict name → corrected mean concentration that :func:`gtm` returns, which also carries the
+    transfer matrix's ``condition_number``, the ``matrix`` itself (rows and columns in ``names``) and
+    the ``warnings`` raised."""
+
+    def __init__(self, result: GtmResult):
+        super().__init__(result.corrected)
+        self.condition_number = result.condition_number
+        self.matrix = result.matrix
+        self.names = result.names
+        self.warnings = list(result.warnings)
+
+
 def gtm(image: sitk.Image, masks, fwhm_mm: float | Sequence[float], *, labels: Mapping[str, int] | None = None,
-        background: str | None = "complement") -> dict[str, float]:
+        background: str | None = "complement") -> GtmConcentrations:
     """GTM-corrected mean concentration per mask (Rousset et al. 1998), in the image's units.
 
     ``masks``: name → binary SimpleITK image on the image grid, or a label image with ``labels``
     (name → value). ``background='complement'``: the voxels outside every mask form one more
     compartment, reported as ``'background'``; ``None``: activity outside the masks is taken as zero.
-    ``fwhm_mm``: a number or an (x, y, z) triple. The condition number is logged; an ill-conditioned
-    matrix warns (:class:`ModelFitWarning`), a singular one is an :class:`InputError`.
+    ``fwhm_mm``: a number or an (x, y, z) triple. The condition number is logged and returned as the
+    result's ``condition_number``; an ill-conditioned matrix warns (:class:`ModelFitWarning`), a
+    singular one is an :class:`InputError`.
     """
-    return GeometricTransferMatrix(image, masks, fwhm_mm, labels=labels, background=background).correct(image).corrected
+    solver = GeometricTransferMatrix(image, masks, fwhm_mm, labels=labels, background=background)
+    return GtmConcentrations(solver.correct(image))

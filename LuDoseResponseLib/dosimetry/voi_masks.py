@@ -1,7 +1,7 @@
 """Named VOI masks on an image grid, checked: on the grid, inside the image, not empty, not overlapping.
 
 Masks come as a mapping name → binary SimpleITK image (or boolean [z, y, x] array) on the image
-grid, or as one label image with ``labels`` (name → label value). Every problem is an error that
+grid, or as one label image with ``labels`` (name → label value, or label value → name). Every problem is an error that
 names the tumour.
 """
 
@@ -51,6 +51,8 @@ def voi_masks(image: sitk.Image, masks, labels: Mapping[str, int] | None = None,
         if not labels:
             raise InputError("masks is a label image: give labels={name: label value} to name the tumours")
         label_arr = _label_array(image, masks)
+        if all(isinstance(k, (int, np.integer)) for k in labels):   # given as value -> name
+            labels = {str(name): int(value) for value, name in labels.items()}
         out = {}
         for name, value in labels.items():
             out[str(name)] = label_arr == int(value)

@@ -92,6 +92,8 @@ def test_closed_form_equals_quadrature_of_the_reference_profile_for_nema_spheres
         got = recovery_coefficient(vols, fwhm)           # vectorised over volumes
         assert got.shape == vols.shape
         np.testing.assert_allclose(got, table, atol=1e-6, rtol=0)   # the issue asks 1e-3
+        grid = recovery_coefficient(vols[:, None], np.array(FWHMS_MM)[None, :])   # and broadcast over FWHMs
+        np.testing.assert_allclose(grid[:, FWHMS_MM.index(fwhm)], table, atol=1e-6, rtol=0)
 
 
 def test_closed_form_agrees_with_monte_carlo():
@@ -240,6 +242,7 @@ def test_gtm_accepts_a_label_image_and_a_cold_background():
     names = {name: k for k, name in enumerate(masks, start=1)}
     got = gtm(img, image_of(labels, SPACING), 11.0, labels=names, background=None)
     assert set(got) == set(SPHERES)
+    assert gtm(img, image_of(labels, SPACING), 11.0, labels={k: n for n, k in names.items()}, background=None) == got
     for name, (_, _, conc) in SPHERES.items():
         assert got[name] == pytest.approx(conc, rel=0.01)
 
@@ -270,6 +273,7 @@ def test_gtm_reports_and_warns_about_conditioning(caplog):
         warnings.simplefilter("error")                     # well conditioned: no warning
         g = GeometricTransferMatrix(img, masks, 10.0)
     assert 1.0 < g.condition_number < 100 and "condition number" in caplog.text
+    assert gtm(img, masks, 10.0).condition_number == pytest.approx(g.condition_number)
     # two small adjacent spheres at coarse resolution: ill-conditioned, warned
     a = ball(SHAPE, SPACING, (90.0, 90.0, 80.0), 5.0)
     b = ball(SHAPE, SPACING, (98.0, 90.0, 80.0), 3.0) & ~a
@@ -309,8 +313,8 @@ def test_gtm_bad_masks_and_fwhm():
         recovery_coefficient(5.0, 0.0)
     with pytest.raises(PhysicsError):
         recovery_coefficient([5.0, -1.0], 10.0)
-    with pytest.raises(PhysicsError, match="isotropic"):
-        recovery_coefficient(5.0, (8.0, 8.0, 12.0))
+    with pytest.raises(PhysicsError, match="FWHM must be finite and > 0"):
+        recovery_coefficient([1.0, 5.0], [10.0, -1.0])
     with pytest.raises(PhysicsError):
         numerical_recovery_coefficient(sitk.GetArrayFromImage(masks["t13"]), -1.0, spacing_mm=SPACING)
     nan_img = image_of(np.where(sitk.GetArrayFromImage(masks["t13"]) > 0, np.nan, 1.0), SPACING)
@@ -460,3 +464,15 @@ def test_pipeline_bad_settings():
         correct_partial_volume(img, masks, pvc="gtm", psf_fwhm_mm=0.0)
     with pytest.raises(InputError, match="'t13'"):
         correct_partial_volume(img, masks, volumes_ml={"t13": -2.0})
+
+
+def test_gtm_sd_from_an_uncertain_fwhm_is_the_first_order_propagation():
+    truth, masks = _phantom()
+    img = image_of(_blurred(truth, (10.0,) * 3), SPACING)
+    res = correct_partial_volume(img, masks, pvc="gtm", psf_fwhm_mm=10.0, psf_fwhm_sd_mm=0.5)
+    up, dn = gtm(img, masks, 10.05), gtm(img, masks, 9.95)
+    for name in SPHERES:
+        t = res.tumours[name]
+        assert t.mean_sd_bq_per_ml == pytest.approx(abs(up[name] - dn[name]) / 0.1 * 0.5, rel=0.02)
+        assert t.recovery_coefficient == pytest.approx(t.measured_mean_bq_per_ml / t.mean_bq_per_ml)
+        assert t.volume_sensitivity() == -1.0            # the GTM does not use RC(V)
