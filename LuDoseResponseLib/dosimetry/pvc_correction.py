@@ -9,7 +9,11 @@ scaling of absorbed-dose maps.
   (``rc_model='sphere'``, by the tumour's volume) or the numerical RC of the tumour's own mask
   (``rc_model='voi'``). RC is for a cold background: spill-in from a warm surrounding is not removed;
 - ``gtm``: the geometric transfer matrix (Rousset et al. 1998) over all tumours and a background
-  compartment; the RC reported is the effective observed/corrected ratio.
+  compartment; the RC reported is the effective observed/corrected ratio. The GTM assumes each
+  compartment uniform: in a patient, the default background (every voxel outside the tumours, air and
+  hot organs included) is not, so give a local background region (a shell around the tumours, or the
+  organ they lie in) as one more mask; its value is then estimated, and the rest of the image stays a
+  separate compartment.
 
 The SDs are the correction's own uncertainty (RC model: phantom-fit covariance or the FWHM's SD).
 They enter the EANM budget (:mod:`.uncertainty`, Gear et al. 2018) as ``recovery_rel_sd``; the
