@@ -16,20 +16,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from LuDoseResponseLib.dosimetry.integration import (
-    _CAP_TOLERANCE,
-    _RATE_BOUNDS_PER_H,
+from LuDoseResponseLib.dosimetry.integration.inputs import (
+    CAP_TOLERANCE,
     HEADS,
     LN2,
     TAILS,
-    _as_1d,
-    _as_array_on_grid,
-    _check_choice,
-    _check_samples,
-    _check_tail_points,
-    _finite,
-    trapezoid_columns,
+    as_1d,
+    check_choice,
+    check_samples,
+    check_tail_points,
+    finite,
 )
+from LuDoseResponseLib.dosimetry.integration.models import RATE_BOUNDS_PER_H
+from LuDoseResponseLib.dosimetry.integration.trapezoid import trapezoid_columns
+from LuDoseResponseLib.dosimetry.integration.voi import as_array_on_grid
 from LuDoseResponseLib.errors import GeometryError, InputError
 from LuDoseResponseLib.physics.nuclides import LU177_HALF_LIFE_H
 
@@ -74,7 +74,7 @@ def _vw_mono(t, y, rel, tail, lam_phys, iterations: int = 100):
     ln = np.log(y)
     tm = (wl @ t) / wl.sum()
     slope = (wl[:, None] * (t - tm)[:, None] * (ln - (wl @ ln) / wl.sum())).sum(0) / (wl * (t - tm) ** 2).sum()
-    lam = np.clip(-slope, _RATE_BOUNDS_PER_H[0], _RATE_BOUNDS_PER_H[1])
+    lam = np.clip(-slope, RATE_BOUNDS_PER_H[0], RATE_BOUNDS_PER_H[1])
     amp = np.exp((wl @ ln) / wl.sum() + lam * tm)
     tt = t[:, None]
 
@@ -99,7 +99,7 @@ def _vw_mono(t, y, rel, tail, lam_phys, iterations: int = 100):
         da = -(b22 * g1 - a12 * g2) / det
         dl = -(b11 * g2 - a12 * g1) / det
         a_new = np.maximum(a + da, 0.0)
-        l_new = np.clip(lm + dl, _RATE_BOUNDS_PER_H[0], _RATE_BOUNDS_PER_H[1])
+        l_new = np.clip(lm + dl, RATE_BOUNDS_PER_H[0], RATE_BOUNDS_PER_H[1])
         trial = (wa * (a_new * np.exp(-l_new * tt) - ya) ** 2).sum(0)
         better = trial < cur[active]
         amp[active] = np.where(better, a_new, a)
@@ -113,7 +113,7 @@ def _vw_mono(t, y, rel, tail, lam_phys, iterations: int = 100):
         log.warning("voxel-wise mono-exponential fit: %d of %d voxels did not converge in %d Levenberg-Marquardt "
                     "iterations; their last iterate (lower weighted RSS than the log-linear start) is used",
                     active.size, y.shape[1], iterations)
-    capped = lam < lam_phys * (1 - _CAP_TOLERANCE)
+    capped = lam < lam_phys * (1 - CAP_TOLERANCE)
     low = lam < lam_phys
     if np.any(low):
         e = np.exp(-lam_phys * tt[:, :1])
@@ -140,19 +140,19 @@ def voxelwise_time_integral(times_h, maps: Sequence, *, model: str = "mono", tai
     to the trapezoid) or ``trapezoid`` (the rules of :func:`integration.trapezoid_columns`). ``rel_sd``: the
     relative SD of each time point (default equal). Voxels outside ``mask`` get 0.
     """
-    _check_choice("model", model, ("mono", "trapezoid"), what)
-    _check_choice("tail", tail, TAILS, what)
-    _check_choice("head", head, HEADS, what)
-    t = _as_1d("times_h", times_h, what)
+    check_choice("model", model, ("mono", "trapezoid"), what)
+    check_choice("tail", tail, TAILS, what)
+    check_choice("head", head, HEADS, what)
+    t = as_1d("times_h", times_h, what)
     try:
         n_maps = len(maps)
     except TypeError:
         raise InputError(f"{what}: maps must be a sequence of images or arrays, got {type(maps).__name__}") from None
     if n_maps != t.size:
         raise InputError(f"{what}: {t.size} times but {n_maps} maps")
-    _check_samples(t, np.zeros(t.size), None, what)
-    half_life_h = _finite("half_life_h", half_life_h, what, positive=True)
-    tail_points = _check_tail_points(tail_points, what)
+    check_samples(t, np.zeros(t.size), None, what)
+    half_life_h = finite("half_life_h", half_life_h, what, positive=True)
+    tail_points = check_tail_points(tail_points, what)
     if isinstance(chunk_voxels, bool) or not isinstance(chunk_voxels, numbers.Integral) or chunk_voxels < 1:
         raise InputError(f"{what}: chunk_voxels must be a positive integer, got {chunk_voxels!r}")
     if t.size < 2:
@@ -160,7 +160,7 @@ def voxelwise_time_integral(times_h, maps: Sequence, *, model: str = "mono", tai
     import SimpleITK as sitk
 
     ref = maps[0]
-    arrays = [np.asarray(_as_array_on_grid(mp, ref, what, f"map {i}"), dtype=float) for i, mp in enumerate(maps)]
+    arrays = [np.asarray(as_array_on_grid(mp, ref, what, f"map {i}"), dtype=float) for i, mp in enumerate(maps)]
     shape = arrays[0].shape
     for i, a in enumerate(arrays):
         if a.shape != shape:
@@ -169,10 +169,10 @@ def voxelwise_time_integral(times_h, maps: Sequence, *, model: str = "mono", tai
             raise InputError(f"{what}: map {i} has NaN or infinite values")
         if np.any(a < 0):
             raise InputError(f"{what}: map {i} has negative values; dose rates and activities must be >= 0")
-    rel = np.ones(t.size) if rel_sd is None else _as_1d("rel_sd", rel_sd, what)
+    rel = np.ones(t.size) if rel_sd is None else as_1d("rel_sd", rel_sd, what)
     if rel.size != t.size or np.any(~np.isfinite(rel)) or np.any(rel <= 0):
         raise InputError(f"{what}: rel_sd must hold one positive relative SD per time point")
-    sel = np.ones(shape, bool) if mask is None else np.asarray(_as_array_on_grid(mask, ref, what, "mask")) > 0
+    sel = np.ones(shape, bool) if mask is None else np.asarray(as_array_on_grid(mask, ref, what, "mask")) > 0
     if sel.shape != shape:
         raise GeometryError(f"{what}: mask shape {sel.shape} differs from the maps' {shape}")
     stack = np.stack([a[sel] for a in arrays])         # n_t × N
@@ -186,7 +186,7 @@ def voxelwise_time_integral(times_h, maps: Sequence, *, model: str = "mono", tai
     for lo in range(0, n_vox, chunk_voxels):
         y = stack[:, lo:lo + chunk_voxels]
         tc = trapezoid_columns(t, y, log_w, head, tail, tail_points, lam_phys)
-        v, lm, cp = tc.total, tc.lam_tail, tc.fitted & (tc.lam_fitted < lam_phys * (1 - _CAP_TOLERANCE))
+        v, lm, cp = tc.total, tc.lam_tail, tc.fitted & (tc.lam_fitted < lam_phys * (1 - CAP_TOLERANCE))
         fb = np.ones(y.shape[1], bool)
         if model == "mono":
             pos = np.all(y > 0, axis=0)
