@@ -4,7 +4,8 @@ A dose-rate map per time point (Gy/h) gives a dose map (Gy); activity maps (MBq)
 Per voxel either a mono-exponential A·e^(−λt) fitted by weighted least squares (σ_i = rel_i·y_i; the same
 objective as :func:`integration.time_integral` with ``values_sd = rel_sd·y``) or the trapezoid with the
 head and tail rules of :func:`integration.trapezoid_columns`. No Python loop over voxels: the fit is a
-Levenberg–Marquardt iteration on all unconverged voxels at once.
+Levenberg–Marquardt iteration on all unconverged voxels at once. Each voxel's samples are divided by a
+power of two near their maximum before fitting (exact), so the result does not depend on their unit.
 """
 
 from __future__ import annotations
@@ -67,6 +68,39 @@ class VoxelwiseIntegral:
                 "integral_sum": float(self.integral.sum()), "integral_max": float(self.integral.max())}
 
 
+def _power_of_two_scales(peaks: np.ndarray) -> np.ndarray:
+    """Per voxel, the power of two nearest its largest sample (1 for an all-zero voxel)."""
+    exponent = np.frexp(peaks)[1] - 1
+    return np.where(peaks > 0, np.ldexp(1.0, exponent), 1.0)
+
+
+def _polish(tt, y, w, amp, lam, steps: int = 4):
+    """Secant steps on the profiled gradient ∂WRSS/∂λ = 0, with A(λ) = Σwey/Σwe² (linear WLS).
+
+    Levenberg–Marquardt accepts a step only if WRSS drops, so it stops where WRSS no longer changes in floating
+    point: λ to about √ε. The root of the gradient is found to about ε, which makes the result reproducible
+    to ~1e-12 whatever the unit of the samples. A voxel keeps its LM iterate unless the polished λ stays within
+    1e-4 of it (a polish, not a jump) and within the rate bounds.
+    """
+    def amplitude_and_grad(lm):
+        e = np.exp(-lm * tt)
+        a = (w * e * y).sum(0) / (w * e * e).sum(0)
+        return a, (w * (a * e - y) * (-a * tt * e)).sum(0)
+
+    l0, l1 = lam, lam * (1 + 1e-7)
+    g0 = amplitude_and_grad(l0)[1]
+    a1, g1 = amplitude_and_grad(l1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for _ in range(steps):
+            step = np.where(g1 != g0, g1 * (l1 - l0) / (g1 - g0), 0.0)
+            l0, g0 = l1, g1
+            l1 = l1 - np.where(np.isfinite(step), step, 0.0)
+            a1, g1 = amplitude_and_grad(l1)
+    ok = (np.abs(l1 - lam) <= 1e-4 * lam) & (l1 >= RATE_BOUNDS_PER_H[0]) & (l1 <= RATE_BOUNDS_PER_H[1])
+    ok &= np.isfinite(a1) & (a1 > 0)
+    return np.where(ok, a1, amp), np.where(ok, l1, lam)
+
+
 def _vw_mono(t, y, rel, tail, lam_phys, iterations: int = 100):
     """Vectorised weighted LS fit of A·e^(−λt) with σ_ij = rel_i·y_ij (all y > 0); λ capped at λ_phys."""
     w = 1.0 / (rel[:, None] * y) ** 2
@@ -113,6 +147,7 @@ def _vw_mono(t, y, rel, tail, lam_phys, iterations: int = 100):
         log.warning("voxel-wise mono-exponential fit: %d of %d voxels did not converge in %d Levenberg-Marquardt "
                     "iterations; their last iterate (lower weighted RSS than the log-linear start) is used",
                     active.size, y.shape[1], iterations)
+    amp, lam = _polish(tt, y, w, amp, lam)
     capped = lam < lam_phys * (1 - CAP_TOLERANCE)
     low = lam < lam_phys
     if np.any(low):
@@ -184,7 +219,9 @@ def voxelwise_time_integral(times_h, maps: Sequence, *, model: str = "mono", tai
     fallback = np.zeros(n_vox, bool)
     n_capped = 0
     for lo in range(0, n_vox, chunk_voxels):
-        y = stack[:, lo:lo + chunk_voxels]
+        # each voxel normalised by a power of two near its largest sample (exact): scale-invariant fits
+        scale = _power_of_two_scales(stack[:, lo:lo + chunk_voxels].max(axis=0))
+        y = stack[:, lo:lo + chunk_voxels] / scale
         tc = trapezoid_columns(t, y, log_w, head, tail, tail_points, lam_phys)
         v, lm, cp = tc.total, tc.lam_tail, tc.fitted & (tc.lam_fitted < lam_phys * (1 - CAP_TOLERANCE))
         fb = np.ones(y.shape[1], bool)
@@ -194,7 +231,7 @@ def voxelwise_time_integral(times_h, maps: Sequence, *, model: str = "mono", tai
             if np.any(pos):
                 vm, lmm, cpm = _vw_mono(t, y[:, pos], rel, tail, lam_phys)
                 v[pos], lm[pos], cp[pos] = vm, lmm, cpm
-        value[lo:lo + chunk_voxels] = v
+        value[lo:lo + chunk_voxels] = v * scale
         lam[lo:lo + chunk_voxels] = lm
         fallback[lo:lo + chunk_voxels] = fb & (model == "mono")
         n_capped += int(cp.sum())
