@@ -61,8 +61,8 @@ def madsen_2018(time_h: float, value: float, t_eff_h: float, *, t_eff_sd_h: floa
     value_out = y * factor
     # d/dT [e^(ln2 t/T) T/ln2] = e^(λt)(1/ln2 − t/T)
     d_dT = y * math.exp(lam * t) * (1.0 / LN2 - t / t_eff)
-    var = (d_dT * t_eff_sd_h) ** 2 + ((sd or 0.0) * factor) ** 2
-    sd_out = math.sqrt(var) if (sd is not None or t_eff_sd_h > 0) else None
+    # hypot, not √(a² + b²): no overflow or underflow for samples in any unit
+    sd_out = math.hypot(d_dT * t_eff_sd_h, (sd or 0.0) * factor) if (sd is not None or t_eff_sd_h > 0) else None
     return TimeIntegral(value=value_out, sd=sd_out, model="madsen-2018", method="madsen", tail="fit",
                         params={"lambda_per_h": lam, "factor_h": factor}, param_names=("lambda_per_h", "factor_h"),
                         covariance=None, aicc={}, t_eff_h=t_eff, warnings=tuple(warnings),
