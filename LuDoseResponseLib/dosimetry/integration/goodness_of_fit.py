@@ -13,8 +13,9 @@
 2. **Relative lack of fit** (warning; without values_sd, where no χ² test is possible). With σ_i ∝ y_i,
    s = √(WRSS/dof) is the RMS relative residual. Relative noise ε gives s² ≈ ε²·χ²_dof/dof, so for
    ε ≤ 20 % P(s > ``REL_RMS_LIMIT`` = 0.5) = P(χ²_dof/dof > 6.25) ≤ 1.2 % (dof 1), 0.19 % (dof 2),
-   0.004 % (dof 4). Above it the samples scatter about the curve by more than half their size: the model
-   does not describe them (a zero between positive samples, non-monotone garbage).
+   0.005 % (dof 4). Above it the samples scatter about the curve by more than half their size: the model
+   does not describe them (a zero between positive samples, non-monotone garbage). Measured with ``auto``
+   (300 seeds, 20 % noise): 0.7 % of mono samples at 4 times, 1.0 % of uptake–washout at 5, 0 % of bi at 8.
 """
 
 from __future__ import annotations

@@ -70,18 +70,17 @@ def _select(fits, aicc, misfit, wider, aic, notes, fit_warnings, n, absolute, wa
                 warnings.append(f"{what}: the {best} model does not fit within values_sd; chose {alt} by AIC "
                                 f"among {', '.join(wider)} ({n} samples are too few for its AICc)")
                 return alt, "AIC (AICc choice misfits)"
-        elif len(supported) == 1 and fit_warnings.get(best):
+        elif len(supported) == 1 and fit_warnings.get(best) and alt != best and not fit_warnings.get(alt):
             # AICc judged one model only (no comparison) and that model needed the physical-half-life cap: it
             # cannot follow the samples (e.g. a mono-exponential through an uptake phase); without values_sd
             # there is no χ² test, so the cap is the sign of misfit. Compare by AIC with the other models.
-            if alt != best and not fit_warnings.get(alt):
-                warnings.append(f"{what}: AICc could judge only the {best} model, which needed the physical-"
-                                f"half-life cap; chose {alt} by AIC among {', '.join(wider)} ({n} samples are "
-                                "too few for its AICc). Choose the model explicitly if you can")
-                return alt, "AIC (AICc choice capped)"
-        elif misfit[best]:
-            # relative weights: the AICc choice does not follow the samples (goodness_of_fit); take the best
-            # model by AIC among those that do
+            warnings.append(f"{what}: AICc could judge only the {best} model, which needed the physical-"
+                            f"half-life cap; chose {alt} by AIC among {', '.join(wider)} ({n} samples are "
+                            "too few for its AICc). Choose the model explicitly if you can")
+            return alt, "AIC (AICc choice capped)"
+        if misfit[best]:
+            # the AICc choice does not follow the samples (goodness_of_fit): the best model by AIC among those
+            # that do
             following = [m for m in wider if not misfit[m]]
             if following:
                 alt = min(following, key=lambda m: (aic[m], MODELS.index(m)))
