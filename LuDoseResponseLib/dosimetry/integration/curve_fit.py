@@ -1,6 +1,6 @@
 """Weighted least-squares fit of one curve model, with the physical-half-life cap and a determinacy check.
 
-The samples reach these functions normalised (largest sample 1, see :func:`.integrate.time_integral`), so the
+The samples reach these functions normalised (largest sample in [1, 2), see :func:`.integrate.time_integral`), so the
 solver's tolerances and the grid search are relative to the data, whatever their unit.
 """
 

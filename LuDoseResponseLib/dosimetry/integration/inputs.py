@@ -22,6 +22,7 @@ CAP_TOLERANCE = 1e-6           # a fitted λ this close below λ_phys is roundin
 
 
 def as_1d(name: str, x, what: str) -> np.ndarray:
+    """``x`` as a 1-D float array (a scalar becomes length 1); an InputError naming ``name`` otherwise."""
     try:
         arr = np.asarray(x, dtype=float)
     except (TypeError, ValueError) as exc:
@@ -34,6 +35,7 @@ def as_1d(name: str, x, what: str) -> np.ndarray:
 
 
 def check_samples(times_h, values, values_sd, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Times (≥ 0, strictly increasing), values (finite, ≥ 0) and SDs (finite, ≥ 0; a scalar is broadcast)."""
     t = as_1d("times_h", times_h, what)
     y = as_1d("values", values, what)
     if t.size != y.size:
@@ -80,11 +82,13 @@ def finite(name: str, x, what: str, *, positive: bool) -> float:
 
 
 def check_tail_points(tail_points, what: str) -> int:
+    """An integer ≥ 2 (numpy integers accepted, bools not)."""
     if isinstance(tail_points, bool) or not isinstance(tail_points, numbers.Integral) or tail_points < 2:
         raise InputError(f"{what}: tail_points must be an integer >= 2, got {tail_points!r}")
     return int(tail_points)
 
 
 def check_choice(name: str, value: str, choices: Sequence[str], what: str) -> None:
+    """An InputError listing ``choices`` unless ``value`` is one of them."""
     if value not in choices:
         raise InputError(f"{what}: unknown {name} {value!r}; use one of {', '.join(choices)}")
