@@ -121,3 +121,15 @@ def test_well_described_noisy_data_pass_without_warnings(name, t, curve, noise):
             r = time_integral(t, y, values_sd=noise * y if use_sd else None)
             clean += not _follow_warnings(r)
         assert clean / n_seeds >= 0.95, (name, noise, use_sd, clean)
+
+
+def test_tumour_cycle_dose_refusal_names_the_tumour():
+    """The VOI path: a tumour whose mean dose rate is seen only at the first time point is refused by name."""
+    from LuDoseResponseLib.dosimetry.integration import tumour_cycle_dose
+
+    mask = np.zeros((4, 5, 6), bool)
+    mask[1:3, 1:4, 2:5] = True
+    maps = [np.where(mask, rate, 0.0) for rate in (0.8, 0.0, 0.0, 0.0)]
+    with pytest.raises(ModelFitError, match="patient 7 T2 cycle 1"):
+        tumour_cycle_dose(T, maps, mask, what="patient 7 T2 cycle 1")
+    assert tumour_cycle_dose(T, maps, mask, method="trapezoid").value == pytest.approx(0.8 * (0.5 + 11.5))
