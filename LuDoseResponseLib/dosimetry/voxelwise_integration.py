@@ -4,7 +4,8 @@ A dose-rate map per time point (Gy/h) gives a dose map (Gy); activity maps (MBq)
 Per voxel either a mono-exponential A·e^(−λt) fitted by weighted least squares (σ_i = rel_i·y_i; the same
 objective as :func:`integration.time_integral` with ``values_sd = rel_sd·y``) or the trapezoid with the
 head and tail rules of :func:`integration.trapezoid_columns`. No Python loop over voxels: the fit is a
-Levenberg–Marquardt iteration on all unconverged voxels at once.
+Levenberg–Marquardt iteration on all unconverged voxels at once. Each voxel's samples are divided by a
+power of two near their maximum before fitting (exact), so the result does not depend on their unit.
 """
 
 from __future__ import annotations
@@ -16,20 +17,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from LuDoseResponseLib.dosimetry.integration import (
-    _CAP_TOLERANCE,
-    _RATE_BOUNDS_PER_H,
+from LuDoseResponseLib.dosimetry.integration.inputs import (
+    CAP_TOLERANCE,
     HEADS,
     LN2,
     TAILS,
-    _as_1d,
-    _as_array_on_grid,
-    _check_choice,
-    _check_samples,
-    _check_tail_points,
-    _finite,
-    trapezoid_columns,
+    as_1d,
+    check_choice,
+    check_samples,
+    check_tail_points,
+    finite,
 )
+from LuDoseResponseLib.dosimetry.integration.models import RATE_BOUNDS_PER_H
+from LuDoseResponseLib.dosimetry.integration.trapezoid import trapezoid_columns
+from LuDoseResponseLib.dosimetry.integration.voi import as_array_on_grid
 from LuDoseResponseLib.errors import GeometryError, InputError
 from LuDoseResponseLib.physics.nuclides import LU177_HALF_LIFE_H
 
@@ -67,6 +68,39 @@ class VoxelwiseIntegral:
                 "integral_sum": float(self.integral.sum()), "integral_max": float(self.integral.max())}
 
 
+def _power_of_two_scales(peaks: np.ndarray) -> np.ndarray:
+    """Per voxel, the power of two nearest its largest sample (1 for an all-zero voxel)."""
+    exponent = np.frexp(peaks)[1] - 1
+    return np.where(peaks > 0, np.ldexp(1.0, exponent), 1.0)
+
+
+def _polish(tt, y, w, amp, lam, steps: int = 4):
+    """Secant steps on the profiled gradient ∂WRSS/∂λ = 0, with A(λ) = Σwey/Σwe² (linear WLS).
+
+    Levenberg–Marquardt accepts a step only if WRSS drops, so it stops where WRSS no longer changes in floating
+    point: λ to about √ε. The root of the gradient is found to about ε, which makes the result reproducible
+    to ~1e-12 whatever the unit of the samples. A voxel keeps its LM iterate unless the polished λ stays within
+    1e-4 of it (a polish, not a jump) and within the rate bounds.
+    """
+    def amplitude_and_grad(lm):
+        e = np.exp(-lm * tt)
+        a = (w * e * y).sum(0) / (w * e * e).sum(0)
+        return a, (w * (a * e - y) * (-a * tt * e)).sum(0)
+
+    l0, l1 = lam, lam * (1 + 1e-7)
+    g0 = amplitude_and_grad(l0)[1]
+    a1, g1 = amplitude_and_grad(l1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for _ in range(steps):
+            step = np.where(g1 != g0, g1 * (l1 - l0) / (g1 - g0), 0.0)
+            l0, g0 = l1, g1
+            l1 = l1 - np.where(np.isfinite(step), step, 0.0)
+            a1, g1 = amplitude_and_grad(l1)
+    ok = (np.abs(l1 - lam) <= 1e-4 * lam) & (l1 >= RATE_BOUNDS_PER_H[0]) & (l1 <= RATE_BOUNDS_PER_H[1])
+    ok &= np.isfinite(a1) & (a1 > 0)
+    return np.where(ok, a1, amp), np.where(ok, l1, lam)
+
+
 def _vw_mono(t, y, rel, tail, lam_phys, iterations: int = 100):
     """Vectorised weighted LS fit of A·e^(−λt) with σ_ij = rel_i·y_ij (all y > 0); λ capped at λ_phys."""
     w = 1.0 / (rel[:, None] * y) ** 2
@@ -74,7 +108,7 @@ def _vw_mono(t, y, rel, tail, lam_phys, iterations: int = 100):
     ln = np.log(y)
     tm = (wl @ t) / wl.sum()
     slope = (wl[:, None] * (t - tm)[:, None] * (ln - (wl @ ln) / wl.sum())).sum(0) / (wl * (t - tm) ** 2).sum()
-    lam = np.clip(-slope, _RATE_BOUNDS_PER_H[0], _RATE_BOUNDS_PER_H[1])
+    lam = np.clip(-slope, RATE_BOUNDS_PER_H[0], RATE_BOUNDS_PER_H[1])
     amp = np.exp((wl @ ln) / wl.sum() + lam * tm)
     tt = t[:, None]
 
@@ -99,7 +133,7 @@ def _vw_mono(t, y, rel, tail, lam_phys, iterations: int = 100):
         da = -(b22 * g1 - a12 * g2) / det
         dl = -(b11 * g2 - a12 * g1) / det
         a_new = np.maximum(a + da, 0.0)
-        l_new = np.clip(lm + dl, _RATE_BOUNDS_PER_H[0], _RATE_BOUNDS_PER_H[1])
+        l_new = np.clip(lm + dl, RATE_BOUNDS_PER_H[0], RATE_BOUNDS_PER_H[1])
         trial = (wa * (a_new * np.exp(-l_new * tt) - ya) ** 2).sum(0)
         better = trial < cur[active]
         amp[active] = np.where(better, a_new, a)
@@ -113,7 +147,8 @@ def _vw_mono(t, y, rel, tail, lam_phys, iterations: int = 100):
         log.warning("voxel-wise mono-exponential fit: %d of %d voxels did not converge in %d Levenberg-Marquardt "
                     "iterations; their last iterate (lower weighted RSS than the log-linear start) is used",
                     active.size, y.shape[1], iterations)
-    capped = lam < lam_phys * (1 - _CAP_TOLERANCE)
+    amp, lam = _polish(tt, y, w, amp, lam)
+    capped = lam < lam_phys * (1 - CAP_TOLERANCE)
     low = lam < lam_phys
     if np.any(low):
         e = np.exp(-lam_phys * tt[:, :1])
@@ -140,19 +175,19 @@ def voxelwise_time_integral(times_h, maps: Sequence, *, model: str = "mono", tai
     to the trapezoid) or ``trapezoid`` (the rules of :func:`integration.trapezoid_columns`). ``rel_sd``: the
     relative SD of each time point (default equal). Voxels outside ``mask`` get 0.
     """
-    _check_choice("model", model, ("mono", "trapezoid"), what)
-    _check_choice("tail", tail, TAILS, what)
-    _check_choice("head", head, HEADS, what)
-    t = _as_1d("times_h", times_h, what)
+    check_choice("model", model, ("mono", "trapezoid"), what)
+    check_choice("tail", tail, TAILS, what)
+    check_choice("head", head, HEADS, what)
+    t = as_1d("times_h", times_h, what)
     try:
         n_maps = len(maps)
     except TypeError:
         raise InputError(f"{what}: maps must be a sequence of images or arrays, got {type(maps).__name__}") from None
     if n_maps != t.size:
         raise InputError(f"{what}: {t.size} times but {n_maps} maps")
-    _check_samples(t, np.zeros(t.size), None, what)
-    half_life_h = _finite("half_life_h", half_life_h, what, positive=True)
-    tail_points = _check_tail_points(tail_points, what)
+    check_samples(t, np.zeros(t.size), None, what)
+    half_life_h = finite("half_life_h", half_life_h, what, positive=True)
+    tail_points = check_tail_points(tail_points, what)
     if isinstance(chunk_voxels, bool) or not isinstance(chunk_voxels, numbers.Integral) or chunk_voxels < 1:
         raise InputError(f"{what}: chunk_voxels must be a positive integer, got {chunk_voxels!r}")
     if t.size < 2:
@@ -160,7 +195,7 @@ def voxelwise_time_integral(times_h, maps: Sequence, *, model: str = "mono", tai
     import SimpleITK as sitk
 
     ref = maps[0]
-    arrays = [np.asarray(_as_array_on_grid(mp, ref, what, f"map {i}"), dtype=float) for i, mp in enumerate(maps)]
+    arrays = [np.asarray(as_array_on_grid(mp, ref, what, f"map {i}"), dtype=float) for i, mp in enumerate(maps)]
     shape = arrays[0].shape
     for i, a in enumerate(arrays):
         if a.shape != shape:
@@ -169,10 +204,10 @@ def voxelwise_time_integral(times_h, maps: Sequence, *, model: str = "mono", tai
             raise InputError(f"{what}: map {i} has NaN or infinite values")
         if np.any(a < 0):
             raise InputError(f"{what}: map {i} has negative values; dose rates and activities must be >= 0")
-    rel = np.ones(t.size) if rel_sd is None else _as_1d("rel_sd", rel_sd, what)
+    rel = np.ones(t.size) if rel_sd is None else as_1d("rel_sd", rel_sd, what)
     if rel.size != t.size or np.any(~np.isfinite(rel)) or np.any(rel <= 0):
         raise InputError(f"{what}: rel_sd must hold one positive relative SD per time point")
-    sel = np.ones(shape, bool) if mask is None else np.asarray(_as_array_on_grid(mask, ref, what, "mask")) > 0
+    sel = np.ones(shape, bool) if mask is None else np.asarray(as_array_on_grid(mask, ref, what, "mask")) > 0
     if sel.shape != shape:
         raise GeometryError(f"{what}: mask shape {sel.shape} differs from the maps' {shape}")
     stack = np.stack([a[sel] for a in arrays])         # n_t × N
@@ -184,9 +219,11 @@ def voxelwise_time_integral(times_h, maps: Sequence, *, model: str = "mono", tai
     fallback = np.zeros(n_vox, bool)
     n_capped = 0
     for lo in range(0, n_vox, chunk_voxels):
-        y = stack[:, lo:lo + chunk_voxels]
+        # each voxel normalised by a power of two near its largest sample (exact): scale-invariant fits
+        scale = _power_of_two_scales(stack[:, lo:lo + chunk_voxels].max(axis=0))
+        y = stack[:, lo:lo + chunk_voxels] / scale
         tc = trapezoid_columns(t, y, log_w, head, tail, tail_points, lam_phys)
-        v, lm, cp = tc.total, tc.lam_tail, tc.fitted & (tc.lam_fitted < lam_phys * (1 - _CAP_TOLERANCE))
+        v, lm, cp = tc.total, tc.lam_tail, tc.fitted & (tc.lam_fitted < lam_phys * (1 - CAP_TOLERANCE))
         fb = np.ones(y.shape[1], bool)
         if model == "mono":
             pos = np.all(y > 0, axis=0)
@@ -194,7 +231,7 @@ def voxelwise_time_integral(times_h, maps: Sequence, *, model: str = "mono", tai
             if np.any(pos):
                 vm, lmm, cpm = _vw_mono(t, y[:, pos], rel, tail, lam_phys)
                 v[pos], lm[pos], cp[pos] = vm, lmm, cpm
-        value[lo:lo + chunk_voxels] = v
+        value[lo:lo + chunk_voxels] = v * scale
         lam[lo:lo + chunk_voxels] = lm
         fallback[lo:lo + chunk_voxels] = fb & (model == "mono")
         n_capped += int(cp.sum())
