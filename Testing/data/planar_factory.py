@@ -194,3 +194,27 @@ def planar_nm_dataset(views: dict, *, pixel_mm: float, duration_s: float, acquir
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
     ds.PixelData = data.tobytes()
     return ds
+
+
+def planar_view(name: str, windows: dict, *, pixel_mm: float = 4.0, duration_s: float = 600.0):
+    """A library PlanarView from a window dict of :meth:`CylinderPhantom.views`."""
+    from LuDoseResponseLib.io.planar import EnergyWindow, PlanarView
+
+    return PlanarView(name, windows["peak"], EnergyWindow(*PEAK), (pixel_mm, pixel_mm), duration_s,
+                      windows["lower"], EnergyWindow(*LOWER), windows["upper"], EnergyWindow(*UPPER))
+
+
+def conjugate_pairs(phantom: CylinderPhantom, times_h, *, cps_per_mbq: float = 9.3, duration_s: float = 600.0,
+                    seed: int = 0, noise: bool = True) -> list:
+    """One library ConjugatePair per time point, from the phantom."""
+    from LuDoseResponseLib.dosimetry.planar import ConjugatePair
+
+    rng = np.random.default_rng(seed)
+    pairs = []
+    for t in times_h:
+        v = phantom.views(t, cps_per_mbq=cps_per_mbq, duration_s=duration_s, rng=rng, noise=noise)
+        pairs.append(ConjugatePair(planar_view("anterior", v["anterior"], pixel_mm=phantom.pixel_mm,
+                                               duration_s=duration_s),
+                                   planar_view("posterior", v["posterior"], pixel_mm=phantom.pixel_mm,
+                                               duration_s=duration_s), float(t), cps_per_mbq, key=f"planar {t} h"))
+    return pairs
