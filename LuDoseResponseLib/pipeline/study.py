@@ -11,6 +11,13 @@ DICOM because the manifest left it out) is logged and kept in ``Study.overrides`
 Images stay on disk: a :class:`TimePoint` holds a path and header metadata, and
 :meth:`TimePoint.load_image` reads the pixels when the pipeline needs them.
 
+Reduced imaging (issue 11): a cycle with one SPECT and no planars may set ``kinetics`` to
+``"stp-hanscheid"``, ``"stp-madsen"`` (with ``population_t_eff_h`` and optionally
+``population_t_eff_sd_h``) or ``"from-cycle-1"`` (the tumour's effective half-life from cycle 1, which
+must then have several SPECTs or planars); see :mod:`LuDoseResponseLib.dosimetry.reduced_imaging`.
+A cycle with ``[[cycles.planar]]`` entries (the hybrid method) needs at least two of them; a SPECT
+outside the planar times is a warning (its planar activity is extrapolated).
+
 Extension to the contract: ``ct`` may be a path or a table ``{ path = "...", series_uid = "..." }``
 for a folder that holds several series; ``[[cycles.spect]]`` and ``[[cycles.planar]]`` accept
 ``series_uid`` likewise.
@@ -31,6 +38,7 @@ import SimpleITK as sitk
 
 from LuDoseResponseLib import defaults
 from LuDoseResponseLib.dosimetry.quantification import calibration_warnings
+from LuDoseResponseLib.dosimetry.reduced_imaging import KINETICS
 from LuDoseResponseLib.errors import LuDoseResponseError, ManifestError
 from LuDoseResponseLib.io import dicom
 from LuDoseResponseLib.io.dicom.geometry import Grid
@@ -50,7 +58,7 @@ GRADES = defaults.GRADES
 _TOP_KEYS = {"patient", "grade", "settings", "cycles", "followups"}
 _SETTINGS_KEYS = {"dose_method", "density_correction", "pvc", "psf_fwhm_mm", "integration", "tail"}
 _CYCLE_KEYS = {"number", "administered_at", "activity_mbq", "calibration_cps_per_mbq", "ct", "tumours",
-               "spect", "planar"}
+               "spect", "planar", "kinetics", "population_t_eff_h", "population_t_eff_sd_h"}
 _SPECT_KEYS = {"path", "series_uid", "acquired_at", "duration_s", "units"}
 _PLANAR_KEYS = {"anterior", "posterior", "series_uid", "acquired_at", "calibration_cps_per_mbq"}
 _CT_KEYS = {"path", "series_uid"}
@@ -144,13 +152,17 @@ class Cycle:
     ct_series_uid: str | None = None
     spect: tuple[TimePoint, ...] = ()
     planar: tuple[PlanarPair, ...] = ()
+    kinetics: str | None = None                  # reduced imaging: one of dosimetry.reduced_imaging.KINETICS
+    population_t_eff_h: float | None = None      # for kinetics "stp-madsen"
+    population_t_eff_sd_h: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"number": self.number, "administered_at": self.administered_at.isoformat(),
                 "activity_mbq": self.activity_mbq, "calibration_cps_per_mbq": self.calibration_cps_per_mbq,
                 "tumours": str(self.tumours), "ct": str(self.ct) if self.ct else None,
                 "ct_series_uid": self.ct_series_uid, "spect": [t.to_dict() for t in self.spect],
-                "planar": [p.to_dict() for p in self.planar]}
+                "planar": [p.to_dict() for p in self.planar], "kinetics": self.kinetics,
+                "population_t_eff_h": self.population_t_eff_h, "population_t_eff_sd_h": self.population_t_eff_sd_h}
 
 
 @dataclass(frozen=True)
@@ -499,12 +511,67 @@ def _cycle(checker: _Checker, raw: Any, key: str) -> Cycle | None:
         if hours is not None and None not in (fields["anterior"], fields["posterior"],
                                               fields["calibration_cps_per_mbq"]):
             pairs.append(PlanarPair(**fields, hours_since_administration=hours))
+    kinetics = _kinetics(checker, table, key, n_spect=len(spect_raw), n_planar=len(planars))
+    _check_planar_cover(checker, key, timepoints, pairs)
     if None in (number, administered_at, activity_mbq, tumours):
         return None
     return Cycle(number=number, administered_at=administered_at, activity_mbq=activity_mbq,
                  calibration_cps_per_mbq=calibration, tumours=tumours, ct=ct, ct_series_uid=ct_uid,
                  spect=tuple(sorted(timepoints, key=lambda t: t.acquired_at)),
-                 planar=tuple(sorted(pairs, key=lambda p: p.acquired_at)))
+                 planar=tuple(sorted(pairs, key=lambda p: p.acquired_at)), **kinetics)
+
+
+def _kinetics(checker: _Checker, table: dict[str, Any], key: str, *, n_spect: int, n_planar: int) -> dict[str, Any]:
+    """The reduced-imaging keys of a cycle: ``kinetics`` and, for stp-madsen, the population half-life."""
+    kinetics = checker.string(table.get("kinetics"), f"{key}.kinetics", choices=KINETICS)
+    t_eff = checker.number(table.get("population_t_eff_h"), f"{key}.population_t_eff_h")
+    t_eff_sd = checker.number(table.get("population_t_eff_sd_h"), f"{key}.population_t_eff_sd_h", positive=False)
+    if t_eff_sd is not None and t_eff_sd < 0:
+        checker.error(f"{key}.population_t_eff_sd_h", f"must be ≥ 0, got {t_eff_sd!r}")
+    if kinetics is not None and (n_spect != 1 or n_planar):
+        checker.error(f"{key}.kinetics", f"applies to a cycle with one SPECT and no planars (reduced imaging); this "
+                                         f"cycle has {n_spect} SPECT(s) and {n_planar} planar(s): remove kinetics, "
+                                         "its time–activity curve is measured")
+    if kinetics == "stp-madsen" and t_eff is None:
+        checker.error(f"{key}.population_t_eff_h", "is required with kinetics = \"stp-madsen\" (the population "
+                                                   "effective half-life in hours)")
+    if kinetics != "stp-madsen" and (t_eff is not None or t_eff_sd is not None):
+        checker.error(f"{key}.population_t_eff_h", "is used only with kinetics = \"stp-madsen\"; remove it or set "
+                                                   "kinetics")
+    if n_planar == 1:
+        checker.error(f"{key}.planar", "the hybrid planar–SPECT method needs at least two [[cycles.planar]] time "
+                                       "points for the kinetics")
+    return {"kinetics": kinetics, "population_t_eff_h": t_eff, "population_t_eff_sd_h": t_eff_sd}
+
+
+def _check_planar_cover(checker: _Checker, key: str, timepoints: list[TimePoint], pairs: list[PlanarPair]) -> None:
+    """Hybrid method: a SPECT outside the planar times makes the absolute scale an extrapolation."""
+    if len(pairs) < 2:
+        return
+    lo = min(p.hours_since_administration for p in pairs)
+    hi = max(p.hours_since_administration for p in pairs)
+    for tp in timepoints:
+        if not lo <= tp.hours_since_administration <= hi:
+            checker.warn(f"{tp.key}: the SPECT at {tp.hours_since_administration:.1f} h is outside the planar times "
+                         f"{lo:.1f}–{hi:.1f} h of {key}; the planar activity at the SPECT time is extrapolated with "
+                         "the exponential through the two nearest planar samples, so the hybrid scale rests on it")
+
+
+def _check_from_cycle_1(checker: _Checker, cycles: list[Cycle], raw_cycles: list[Any]) -> None:
+    """``kinetics = "from-cycle-1"`` needs a cycle 1 with a measured time–activity curve."""
+    keys = {r.get("number"): f"cycles[{i}]" for i, r in enumerate(raw_cycles) if isinstance(r, dict)}
+    first = next((c for c in cycles if c.number == 1), None)
+    for c in cycles:
+        if c.kinetics != "from-cycle-1":
+            continue
+        key = f"{keys.get(c.number, 'cycles')}.kinetics"
+        if c.number == 1:
+            checker.error(key, "\"from-cycle-1\" cannot be used by cycle 1 itself")
+        elif first is None:
+            checker.error(key, "\"from-cycle-1\" needs a cycle with number = 1 in the manifest")
+        elif len(first.spect) < 2 and len(first.planar) < 2:
+            checker.error(key, f"\"from-cycle-1\" needs cycle 1 ({keys[1]}) to have several SPECTs or planars, so "
+                               "that the tumour's effective half-life is measured")
 
 
 def _check_distinct(checker: _Checker, timepoints: list[TimePoint]) -> None:
@@ -623,6 +690,7 @@ def load_manifest(path: str | Path) -> Study:
     numbers = [c.number for c in cycles]
     for n in sorted({n for n in numbers if numbers.count(n) > 1}):
         checker.error("cycles", f"cycle number {n} is used more than once")
+    _check_from_cycle_1(checker, cycles, cycles_raw)
     followups = _followups(checker, top.get("followups"))
     _check_tumour_names(checker)
 

@@ -272,3 +272,82 @@ def test_tumour_names_must_match_across_segmentations(study_dir):
     _label_file(study_dir / "fu" / "fu1.seg.nrrd")
     sitk.WriteImage(sitk.Image(4, 4, 4, sitk.sitkUInt8), str(study_dir / "c1" / "labels.nrrd"))
     assert load_manifest(_write(study_dir, MANIFEST.replace("c1/tumours.seg.nrrd", "c1/labels.nrrd"))).cycles
+
+
+# ---------------------------------------------------------------------------------------------- issue 11
+CYCLE2 = """
+[[cycles]]
+number = 2
+administered_at = 2019-04-29T09:30:00
+activity_mbq = 7400.0
+calibration_cps_per_mbq = 5.7
+tumours = "c1/tumours.seg.nrrd"
+{extra}
+  [[cycles.spect]]
+  path = "c1/spect_24h.dcm"
+  acquired_at = 2019-04-30T10:00:00
+"""
+
+
+def _two_cycles(extra: str) -> str:
+    head, tail = MANIFEST.split("[[followups]]", 1)
+    return head + CYCLE2.format(extra=extra) + "\n[[followups]]" + tail
+
+
+def test_reduced_imaging_kinetics(study_dir):
+    study = load_manifest(_write(study_dir, _two_cycles('kinetics = "from-cycle-1"')))
+    assert study.cycles[1].kinetics == "from-cycle-1" and study.cycles[0].kinetics is None
+    assert study.to_dict()["cycles"][1]["kinetics"] == "from-cycle-1"
+    study = load_manifest(_write(study_dir, _two_cycles('kinetics = "stp-madsen"\npopulation_t_eff_h = 70.0\n'
+                                                        'population_t_eff_sd_h = 12.0')))
+    assert (study.cycles[1].population_t_eff_h, study.cycles[1].population_t_eff_sd_h) == (70.0, 12.0)
+
+
+def test_reduced_imaging_kinetics_errors(study_dir):
+    message = _problems(_write(study_dir, _two_cycles('kinetics = "stp-guess"')))
+    assert "cycles[1].kinetics: must be one of stp-hanscheid, stp-madsen, from-cycle-1" in message
+    message = _problems(_write(study_dir, _two_cycles('kinetics = "stp-madsen"')))
+    assert "cycles[1].population_t_eff_h: is required" in message
+    message = _problems(_write(study_dir, _two_cycles('kinetics = "stp-hanscheid"\npopulation_t_eff_h = 70.0')))
+    assert "cycles[1].population_t_eff_h: is used only with" in message
+    # cycle 1 has two SPECTs: its curve is measured, and it cannot take its kinetics from itself
+    text = _two_cycles("").replace('tumours = "c1/tumours.seg.nrrd"\n', 'tumours = "c1/tumours.seg.nrrd"\n'
+                                   'kinetics = "from-cycle-1"\n', 1)
+    message = _problems(_write(study_dir, text))
+    assert "cycles[0].kinetics: applies to a cycle with one SPECT and no planars" in message
+    assert "cycles[0].kinetics: \"from-cycle-1\" cannot be used by cycle 1 itself" in message
+    # cycle 1 with a single SPECT has no measured half-life to lend
+    one_spect = _two_cycles('kinetics = "from-cycle-1"').replace(
+        '  [[cycles.spect]]\n  path = "c1/spect_96h"\n  acquired_at = 2019-03-08T10:00:00\n', "")
+    message = _problems(_write(study_dir, one_spect))
+    assert "cycles[1].kinetics: \"from-cycle-1\" needs cycle 1 (cycles[0]) to have several SPECTs" in message
+
+
+def _planar_files(study_dir: Path) -> None:
+    from planar_factory import planar_nm_dataset
+
+    views = {v: {w: np.full((4, 4), 10.0) for w in ("peak", "lower", "upper")} for v in ("anterior", "posterior")}
+    ds = planar_nm_dataset(views, pixel_mm=4.0, duration_s=600.0, acquired_at=datetime(2019, 3, 4, 10, 30))
+    save(ds, study_dir / "c1" / "wb.dcm")
+
+
+PLANAR = """
+  [[cycles.planar]]
+  anterior = "c1/wb.dcm"
+  posterior = "c1/wb.dcm"
+  acquired_at = {when}
+  calibration_cps_per_mbq = 9.3
+"""
+
+
+def test_planar_entries(study_dir):
+    _planar_files(study_dir)
+    one = MANIFEST.replace("[[followups]]", PLANAR.format(when="2019-03-04T10:30:00") + "\n[[followups]]", 1)
+    assert "cycles[0].planar: the hybrid planar–SPECT method needs at least two" in _problems(_write(study_dir, one))
+    # two planars at 1 h and 20 h do not cover the SPECTs at 24 h and 96 h: a warning on each
+    two = MANIFEST.replace("[[followups]]", PLANAR.format(when="2019-03-04T10:30:00")
+                           + PLANAR.format(when="2019-03-05T05:30:00") + "\n[[followups]]", 1)
+    study = load_manifest(_write(study_dir, two))
+    assert len(study.cycles[0].planar) == 2
+    outside = [w for w in study.warnings if "outside the planar times" in w]
+    assert len(outside) == 2 and "extrapolated" in outside[0]
