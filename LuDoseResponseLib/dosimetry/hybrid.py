@@ -29,6 +29,7 @@ from LuDoseResponseLib.dosimetry.planar import (
     planar_tumour_activities,
 )
 from LuDoseResponseLib.errors import InputError
+from LuDoseResponseLib.io.planar import read_conjugate_views
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,19 @@ def hybrid_scale(name: str, times_h: Sequence[float], planar_activity_mbq: Seque
                         activity_mbq=tuple(float(v) for v in spect.activity_mbq[name] * kinetics),
                         dose_rate_gy_per_h=tuple(float(v) for v in spect.dose_rate_gy_per_h[name] * kinetics),
                         scale_factor=float(spect.activity_mbq[name] / p_s), warnings=warns)
+
+
+def read_planar_pairs(entries: Sequence) -> list[ConjugatePair]:
+    """Conjugate pairs from manifest planar entries (``pipeline.study.PlanarPair``: anterior and posterior
+    files — the same file for a two-detector acquisition —, hours_since_administration,
+    calibration_cps_per_mbq, key)."""
+    pairs = []
+    for entry in entries:
+        posterior = None if entry.posterior == entry.anterior else entry.posterior
+        anterior_view, posterior_view = read_conjugate_views(entry.anterior, posterior)
+        pairs.append(ConjugatePair(anterior_view, posterior_view, float(entry.hours_since_administration),
+                                   float(entry.calibration_cps_per_mbq), key=str(entry.key)))
+    return pairs
 
 
 def hybrid_cycle(planars: Sequence[ConjugatePair], spect: SpectReference, ct_hu: sitk.Image,

@@ -66,8 +66,10 @@ class PlanarView:
     """One detector's planar image in three energy windows (counts, [row, column] as displayed).
 
     ``lower``/``upper`` are the scatter windows (None when not acquired). ``duration_s`` is the frame
-    duration of a static image; a whole-body sweep carries ``scan_velocity_mm_per_s`` and
-    ``scan_length_mm`` as well.
+    duration of a static image. For a whole-body sweep it is the total scan time ScanLength/ScanVelocity
+    (``scan_velocity_mm_per_s`` and ``scan_length_mm`` are kept): a point is then seen only for the
+    detector's axial field of view / velocity, so the calibration factor of a sweep must be measured with
+    the same sweep and expressed per second of total scan time.
     """
 
     view: str
