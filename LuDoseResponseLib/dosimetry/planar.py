@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
+from scipy import ndimage, signal
 
 from LuDoseResponseLib.errors import GeometryError, InputError
 from LuDoseResponseLib.io.planar import LU177_PHOTOPEAK_KEV, WINDOW_OVERLAP_KEV, EnergyWindow, PlanarView
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 MU_WATER_208KEV_PER_MM = 0.1 * mu_water(LU177_PHOTOPEAK_KEV / 1000.0)   # 1/mm for ρ = 1 g/cm³
 _BODY_HU = -500.0            # CT voxels above this are the patient (body outline)
 _BODY_MU_FRACTION = 0.05    # μ-map voxels above 5 % of water's μ are the patient (patient thickness L)
-_OUTLINE_FRACTION = 0.3      # planar body outline: smoothed GM above this fraction of the median body count
+_OUTLINE_FRACTION = 0.5      # planar body outline: smoothed GM above half the median body count (a step edge)
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,27 +160,64 @@ def project_line_integral(volume: sitk.Image, geometry: PlanarGeometry, *, neare
     return sitk.GetArrayFromImage(res).sum(axis=1)[::-1] * dy
 
 
-def register_by_body_outline(geometric_mean_counts: np.ndarray, ct_hu: sitk.Image,
-                             geometry: PlanarGeometry) -> PlanarGeometry:
-    """The frame translated so that the planar body outline's centroid falls on the CT outline's projection.
+def register_by_body_outline(geometric_mean_counts: np.ndarray, ct_hu: sitk.Image, geometry: PlanarGeometry, *,
+                             max_shift_fraction: float = 0.25) -> PlanarGeometry:
+    """The frame translated so that the planar body outline best matches the CT's projected outline.
 
-    The planar outline is the smoothed geometric-mean image above 30 % of its median over the body; the
-    CT outline is the projection of the voxels above −500 HU. Both must show the same body section.
+    The planar outline is the smoothed geometric-mean image above half its median over the body; the
+    CT outline is the projection of the voxels above −500 HU. The head–foot shift (whole pixels, refined by
+    an equiangular fit through the neighbours) minimises the number of mismatched pixels within the CT's field
+    (the rows the CT covers), so a whole-body planar longer than the CT is matched on the section the CT
+    shows (its width profile or the body's ends must make that section recognisable). The left–right
+    shift aligns the column centroids of the two outlines over those rows. Shifts up to
+    ``max_shift_fraction`` of the planar matrix are searched.
     """
     body = sitk.Cast(ct_hu > _BODY_HU, sitk.sitkFloat32)
-    ct_mask = project_line_integral(body, geometry, nearest=True, what="CT") > 0
+    # linear resampling of the binary body: a column counts as body where at least half a voxel of it is
+    # (nearest-neighbour would move the outline by up to half a CT voxel)
+    ct_mask = (project_line_integral(body, geometry, what="CT") >= 0.5 * ct_hu.GetSpacing()[1]).astype(float)
+    coverage = (project_line_integral(sitk.Cast(body * 0 + 1, sitk.sitkFloat32), geometry, nearest=True,
+                                      what="CT") > 0).astype(float)
     smooth = ndimage.gaussian_filter(np.asarray(geometric_mean_counts, dtype=float), 1.0)
     positive = smooth[smooth > 0.05 * smooth.max()] if smooth.max() > 0 else np.array([])
     if not ct_mask.any() or positive.size == 0:
         raise GeometryError("register_by_body_outline: no body outline in the CT projection or the planar image; "
                             "check that they show the same body section, or give the planar geometry explicitly")
-    planar_mask = smooth > _OUTLINE_FRACTION * np.median(positive)
-    (rp, cp), (rc, cc) = ndimage.center_of_mass(planar_mask), ndimage.center_of_mass(ct_mask)
+    planar_mask = (smooth > _OUTLINE_FRACTION * np.median(positive)).astype(float)
+    # mismatch(s) = |P ∩ W(s)| + |CT| − 2|P ∩ CT(s)| for the planar mask P seen through the shifted CT
+    # field W and outline CT; correlations by FFT, shift s = index − (shape − 1)
+    inter = signal.fftconvolve(planar_mask, ct_mask[::-1, ::-1], mode="full")
+    window = signal.fftconvolve(planar_mask, coverage[::-1, ::-1], mode="full")
+    mismatch = window + ct_mask.sum() - 2.0 * inter
+    rows, cols = geometry.shape
+    max_r, max_c = max(1, int(max_shift_fraction * rows)), max(1, int(max_shift_fraction * cols))
+    sub = mismatch[rows - 1 - max_r: rows + max_r, cols - 1 - max_c: cols + max_c]
+    i, j = np.unravel_index(int(np.argmin(sub)), sub.shape)
+    shift_r = i - max_r + _v_vertex(sub[max(i - 1, 0): i + 2, j], i)
+    # across the body the outlines' widths differ (the emission fades towards the thin edges), which leaves
+    # the mismatch flat in x: x comes from the column centroids over the matched rows instead
+    ct_rows = np.flatnonzero(coverage.any(axis=1))
+    planar_rows = ct_rows + (i - max_r)
+    keep = (planar_rows >= 0) & (planar_rows < rows)
+    planar_part = planar_mask[planar_rows[keep]]
+    if not planar_part.any():
+        raise GeometryError("register_by_body_outline: the planar image shows no body where the CT is; give the "
+                            "planar geometry explicitly")
+    shift_c = ndimage.center_of_mass(planar_part)[1] - ndimage.center_of_mass(ct_mask[ct_rows[keep]])[1]
     dr, dc = geometry.pixel_mm
-    # a planar feature at column cp must map to the x of the CT feature at column cc (origin moves the other way)
-    dx, dz = (cc - cp) * dc, -(rc - rp) * dr
+    dx, dz = -shift_c * dc, shift_r * dr
     log.info("planar frame registered to the CT body outline: shift x %.1f mm, z %.1f mm", dx, dz)
     return geometry.shifted(dx, dz)
+
+
+def _v_vertex(values: np.ndarray, index: int) -> float:
+    """Sub-pixel offset of the minimum from three neighbours by an equiangular (V) fit: the mismatch count
+    grows linearly with the distance from the best shift (0 at an edge or a flat bottom)."""
+    if values.size != 3 or index == 0:
+        return 0.0
+    a, b, c = (float(v) for v in values)
+    rise = max(a, c) - b
+    return float(np.clip((a - c) / (2.0 * rise), -0.5, 0.5)) if rise > 0 else 0.0
 
 
 # --------------------------------------------------------------------------------------------

@@ -52,10 +52,12 @@ class CylinderPhantom:
     planar_origin_mm: tuple[float, float] = (-126.0, 126.0)     # (x0, z0) of pixel [0, 0]
     ct_spacing_mm: tuple[float, float, float] = (4.0, 2.0, 4.0)
     ct_size: tuple[int, int, int] = (60, 120, 50)                # x, y, z
+    ct_z_offset_mm: float = 0.0                                  # CT centre z (a CT shorter than the planar)
 
     # ---------------------------------------------------------------- CT and VOIs
     def ct_origin(self) -> tuple[float, float, float]:
-        return tuple(-(n - 1) * h / 2 for n, h in zip(self.ct_size, self.ct_spacing_mm, strict=True))
+        x, y, z = (-(n - 1) * h / 2 for n, h in zip(self.ct_size, self.ct_spacing_mm, strict=True))
+        return x, y, z + self.ct_z_offset_mm
 
     def _ct_points(self):
         o, h, n = self.ct_origin(), self.ct_spacing_mm, self.ct_size

@@ -158,6 +158,21 @@ def test_register_by_body_outline_recovers_a_shift():
     assert found.origin_mm == pytest.approx(ph.planar_origin_mm, abs=1.0)
 
 
+def test_register_on_the_section_the_ct_shows():
+    """A planar field (384 mm) longer than the CT (z −38…162 mm), which shows only the upper end of the
+    cylinder (z −80…80 mm): matching the outlines within the CT's field still finds the shift, where the
+    centroids of the two outlines would be 22 mm apart. (The CT slices and planar rows both sample z = 80 mm,
+    so that the two renderings of the cylinder's end agree; offset grids differ by up to half a pixel.)"""
+    ph = _phantom(planar_shape=(96, 64), planar_origin_mm=(-120.0, 180.0), ct_z_offset_mm=62.0)
+    pairs = conjugate_pairs(ph, (24.0,), seed=5)
+    from LuDoseResponseLib.dosimetry.planar import primary_counts
+
+    gm = geometric_mean(primary_counts(pairs[0].anterior), primary_counts(pairs[0].posterior))
+    start = centred_geometry(pairs[0].anterior, ph.ct_hu()).shifted(-8.0, 12.0)
+    found = register_by_body_outline(gm, ph.ct_hu(), start)
+    assert found.origin_mm == pytest.approx(ph.planar_origin_mm, abs=1.0)
+
+
 def test_overlapping_tumour_projections_are_reported():
     spheres = [Sphere("A", (0.0, -40.0, 0.0), 15.0, mono(10.0, 80.0)),
                Sphere("B", (10.0, 40.0, 0.0), 15.0, mono(10.0, 80.0))]
