@@ -9,14 +9,24 @@ Steps, per planar time point:
    image is flipped left–right to this frame. Volumes (μ-map, VOIs) are resampled onto a box with
    the planar pixel size and summed along y (:func:`project_line_integral`). The frame is registered
    to the CT by the body outline (:func:`register_by_body_outline`, a translation).
-3. **Conjugate view** per pixel (Siegel JA et al., MIRD Pamphlet No. 16, J Nucl Med 1999;40:37S–61S,
-   eq. 6): A = √(I_A·I_P / T) · f / (C·τ), with T = exp(−∫μ dy) the transmission through the patient
+3. **Conjugate view** per pixel (Siegel JA et al., MIRD Pamphlet No. 16, J Nucl Med 1999;40:37S–61S):
+   A = √(I_A·I_P / T) · f / (C·τ), with T = exp(−∫μ dy) the transmission through the patient
    along the pixel's line, f = (μ_j t_j/2)/sinh(μ_j t_j/2) the source self-attenuation of a tumour of
    thickness t_j (from the VOI chord, with μ_j t_j = ∫_VOI μ dy), C the planar sensitivity in cps/MBq
    (TEW-corrected counts of a source in air) and τ the acquisition time.
-4. **Background**: the Buijs method (Buijs WC et al., J Nucl Med 1998;39:2167–2172, as given in MIRD
-   Pamphlet 16 eq. 13): each view is corrected as I' = I − I_B·(1 − t_j/L), I_B the per-pixel counts
-   of a background ring around the tumour projection, L the patient thickness along the line.
+   The geometric mean is taken per pixel and summed over the ROI (the √ of Poisson counts is biased by
+   about −1/(8n) for n counts per pixel: negligible above ~20 counts).
+4. **Background**: the Buijs method (Buijs WC et al., J Nucl Med 1998;39:2167–2172): each view is
+   corrected as I' = I − I_B·(1 − t_j/L), I_B the per-pixel counts of a background ring around the
+   tumour projection, L the patient thickness along the line.
+5. **ROI**: the tumour ROI is the projection of its 3-D VOI, optionally widened by ``roi_margin_px``
+   to collect the counts the camera's blur spreads outside it (about half the planar FWHM at the
+   tumour's depth); the margin pixels have t_j = 0, so their full background is subtracted. Projections of
+   different tumours that share pixels are reported (their counts there are shared).
+
+Accuracy on the analytic phantom of the tests (water cylinder R = 10 cm, spheres of 18–25 mm radius,
+Poisson noise, TEW scatter, background T/B ≈ 18–300): exact to 0.5 % without background; within 6 %
+with the Buijs correction (its approximation error is largest at low tumour-to-background ratio).
 
 μ at 208 keV from HU: μ = ρ(HU)·(μ/ρ)_water(208.4 keV), ρ(HU) from the bilinear
 :class:`~LuDoseResponseLib.physics.density.HuDensityCalibration` (air–water line, bone line
@@ -346,7 +356,7 @@ class PlanarTumourActivity:
 
 def conjugate_view_activities(pair: ConjugatePair, mu_map: sitk.Image, projections: Mapping[str, TumourProjection],
                               geometry: PlanarGeometry, *, background: str = "buijs", background_gap_px: int = 1,
-                              background_width_px: int = 3) -> dict[str, PlanarTumourActivity]:
+                              background_width_px: int = 3, roi_margin_px: int = 0) -> dict[str, PlanarTumourActivity]:
     """Per-tumour activity (MBq) at ``pair.time_h``: TEW, Buijs background, attenuation and self-attenuation
     corrected geometric mean (module docstring). ``background`` is ``"buijs"`` or ``"none"``."""
     check_pair(pair)
@@ -364,14 +374,18 @@ def conjugate_view_activities(pair: ConjugatePair, mu_map: sitk.Image, projectio
     body_mm = project_line_integral(sitk.Cast(mu_map > _BODY_MU_FRACTION * MU_WATER_208KEV_PER_MM, sitk.sitkFloat32),
                                     geometry, nearest=True, what="μ-map")
     body = body_mm > 0
+    if isinstance(roi_margin_px, bool) or not isinstance(roi_margin_px, int) or roi_margin_px < 0:
+        raise InputError(f"{pair.key}: roi_margin_px must be an integer ≥ 0, got {roi_margin_px!r}")
+    rois = {name: ndimage.binary_dilation(p.roi, iterations=roi_margin_px) if roi_margin_px else p.roi
+            for name, p in projections.items()}
     all_rois = np.zeros(geometry.shape, dtype=bool)
-    for p in projections.values():
-        all_rois |= p.roi
+    for roi in rois.values():
+        all_rois |= roi
     exclude = ndimage.binary_dilation(all_rois, iterations=background_gap_px) if background_gap_px else all_rois
     scale = 1.0 / (pair.calibration_cps_per_mbq * pair.anterior.duration_s)
     out = {}
     for name, proj in projections.items():
-        roi = proj.roi
+        roi = rois[name]
         warns: list[str] = []
         bg = (0.0, 0.0)
         a_roi, p_roi = ant[roi], post[roi]

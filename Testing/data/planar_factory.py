@@ -117,11 +117,15 @@ class CylinderPhantom:
         return ant * area, post * area
 
     def views(self, t_h: float, *, cps_per_mbq: float, duration_s: float, rng: np.random.Generator,
-              scatter_fraction: float = 0.3, scatter_slope_per_kev: float = -0.01, noise: bool = True) -> dict:
-        """{"anterior"|"posterior": {"peak"|"lower"|"upper": counts}} as displayed (posterior flipped)."""
+              scatter_fraction: float = 0.3, scatter_slope_per_kev: float = -0.01, noise: bool = True,
+              blur_sigma_px: float = 0.0) -> dict:
+        """{"anterior"|"posterior": {"peak"|"lower"|"upper": counts}} as displayed (posterior flipped);
+        ``blur_sigma_px`` blurs the primary image with a Gaussian (the camera's resolution, depth-independent)."""
         out = {}
         for name, mbq in zip(("anterior", "posterior"), self.primary_mbq(t_h), strict=True):
             primary = mbq * cps_per_mbq * duration_s
+            if blur_sigma_px > 0:
+                primary = ndimage.gaussian_filter(primary, blur_sigma_px, mode="constant")
             s = scatter_fraction * ndimage.gaussian_filter(primary, 4.0) / (PEAK[1] - PEAK[0])  # counts/keV at 208.4
 
             def in_window(w, s=s):  # ∫ s·(1 + b(E − 208.4)) dE over the window
@@ -207,14 +211,14 @@ def planar_view(name: str, windows: dict, *, pixel_mm: float = 4.0, duration_s: 
 
 
 def conjugate_pairs(phantom: CylinderPhantom, times_h, *, cps_per_mbq: float = 9.3, duration_s: float = 600.0,
-                    seed: int = 0, noise: bool = True) -> list:
+                    seed: int = 0, noise: bool = True, **view_kwargs) -> list:
     """One library ConjugatePair per time point, from the phantom."""
     from LuDoseResponseLib.dosimetry.planar import ConjugatePair
 
     rng = np.random.default_rng(seed)
     pairs = []
     for t in times_h:
-        v = phantom.views(t, cps_per_mbq=cps_per_mbq, duration_s=duration_s, rng=rng, noise=noise)
+        v = phantom.views(t, cps_per_mbq=cps_per_mbq, duration_s=duration_s, rng=rng, noise=noise, **view_kwargs)
         pairs.append(ConjugatePair(planar_view("anterior", v["anterior"], pixel_mm=phantom.pixel_mm,
                                                duration_s=duration_s),
                                    planar_view("posterior", v["posterior"], pixel_mm=phantom.pixel_mm,
