@@ -30,6 +30,23 @@ from LuDoseResponseLib.physics.nuclides import LU177_HALF_LIFE_H
 
 KINETICS = ("stp-hanscheid", "stp-madsen", "from-cycle-1")
 DEFAULT_INTER_CYCLE_T_EFF_CV = 0.20
+#: the slow (washout) rate of each fitted model of integration.time_integral: T_eff = ln2/λ
+_SLOW_RATE_NAMES = ("lambda_per_h", "lambda_slow_per_h", "lambda_washout_per_h")
+
+
+def earlier_cycle_t_eff(integral: TimeIntegral, what: str = "earlier cycle") -> tuple[float, float]:
+    """(T_eff, SD) in hours from an earlier cycle's fitted time integral: T = ln2/λ of the slow (washout)
+    phase, SD = T·SD(λ)/λ to first order (0 where the integral has no covariance, e.g. a trapezoid)."""
+    if integral.t_eff_h is None or not math.isfinite(integral.t_eff_h) or integral.t_eff_h <= 0:
+        raise InputError(f"{what}: the time integral has no effective half-life (method {integral.method!r}); "
+                         "from-cycle-1 needs a cycle fitted on several time points")
+    name = next((n for n in _SLOW_RATE_NAMES if n in integral.param_names), None)
+    cov = integral.covariance_matrix
+    if name is None or cov is None:
+        return float(integral.t_eff_h), 0.0
+    i = integral.param_names.index(name)
+    lam = integral.params[name]
+    return float(integral.t_eff_h), float(integral.t_eff_h * math.sqrt(max(cov[i, i], 0.0)) / lam)
 
 
 def _positive(name: str, value, what: str) -> float:

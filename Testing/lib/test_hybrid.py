@@ -17,7 +17,7 @@ from planar_factory import CylinderPhantom, Sphere, conjugate_pairs
 
 from LuDoseResponseLib.dosimetry.hybrid import SpectReference, hybrid_cycle, hybrid_scale, planar_value_at
 from LuDoseResponseLib.dosimetry.integration import time_integral
-from LuDoseResponseLib.dosimetry.reduced_imaging import reduced_imaging_dose
+from LuDoseResponseLib.dosimetry.reduced_imaging import earlier_cycle_t_eff, reduced_imaging_dose
 from LuDoseResponseLib.errors import InputError
 
 LN2 = math.log(2.0)
@@ -98,9 +98,35 @@ def _cycle1_t_eff(t_eff_h, rel_noise=0.03, seed=0):
     rng = np.random.default_rng(seed)
     rate = _mono_dose_rate(1.0, t_eff_h)
     fit = time_integral(TIMES_H, [rate(t) * (1 + rel_noise * rng.standard_normal()) for t in TIMES_H], model="mono")
-    sd = fit.t_eff_h * math.sqrt(fit.covariance_matrix[1, 1]) / fit.params["lambda_per_h"] \
-        if "lambda_per_h" in fit.params else 0.0
-    return fit.t_eff_h, sd
+    return earlier_cycle_t_eff(fit)
+
+
+def test_earlier_cycle_t_eff_sd_is_the_first_order_propagation():
+    fit = time_integral(TIMES_H, [1.0, 0.82, 0.45, 0.2], model="mono")
+    t_eff, sd = earlier_cycle_t_eff(fit)
+    lam, var = fit.params["lambda_per_h"], fit.covariance_matrix[1, 1]
+    assert t_eff == pytest.approx(LN2 / lam) and sd == pytest.approx(LN2 / lam ** 2 * math.sqrt(var))
+    with pytest.raises(InputError, match="no effective half-life"):
+        earlier_cycle_t_eff(reduced_imaging_dose("stp-hanscheid", 96.0, 0.1))
+
+
+def test_from_cycle_1_on_the_planar_phantom(phantom_pairs):
+    """Cycle 1: the hybrid planar–SPECT phantom gives each tumour's T_eff. Cycle 2: the same kinetics with 80 %
+    of the activity (new noise). from-cycle-1 with one SPECT at 24 h equals cycle 2's full hybrid
+    (4 planars + SPECT) dose within 3 %, and the truth within 5 %."""
+    ph, pairs = phantom_pairs
+    cycle1 = hybrid_cycle(pairs, _spect(ph, 24.0), ph.ct_hu(), ph.masks())
+    ph2 = CylinderPhantom([Sphere(s.name, s.centre_mm, s.radius_mm, lambda t, f=s.activity_mbq_at: 0.8 * f(t))
+                           for s in ph.spheres], background_mbq_per_ml_at=lambda t: 0.8 * ph.background_mbq_per_ml_at(t))
+    cycle2 = hybrid_cycle(conjugate_pairs(ph2, TIMES_H, seed=11), _spect(ph2, 24.0), ph2.ct_hu(), ph2.masks())
+    for s in ph2.spheres:
+        t_eff, t_eff_sd = earlier_cycle_t_eff(cycle1.tumours[s.name].dose())
+        rate_24h = DOSE_RATE_PER_MBQ[s.name] * s.activity_mbq_at(24.0)
+        reduced = reduced_imaging_dose("from-cycle-1", 24.0, rate_24h, earlier_t_eff_h=t_eff,
+                                       earlier_t_eff_sd_h=t_eff_sd)
+        assert reduced.value == pytest.approx(cycle2.tumours[s.name].dose().value, rel=0.03), s.name
+        truth = time_integral(TIMES_H, [DOSE_RATE_PER_MBQ[s.name] * s.activity_mbq_at(t) for t in TIMES_H]).value
+        assert reduced.value == pytest.approx(truth, rel=0.05), s.name
 
 
 @pytest.mark.parametrize("spect_time_h", [24.0, 96.0])
