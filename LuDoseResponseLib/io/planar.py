@@ -37,6 +37,8 @@ LU177_PHOTOPEAK_KEV = 208.366
 VIEWS = ("anterior", "posterior")
 #: adjacent windows may overlap this much (keV): 181.3 ± 6.3 keV ends at 187.6, 208.4 keV − 10 % is 187.56
 WINDOW_OVERLAP_KEV = 0.5
+#: NM ImageType value 3 of a planar image (PS3.3 C.8.4.6.1.1); TOMO, GATED, DYNAMIC are refused
+PLANAR_IMAGE_TYPES = ("STATIC", "WHOLE BODY")
 
 
 @dataclass(frozen=True)
@@ -155,26 +157,44 @@ def _frame_vector(ds: Dataset, keyword: str, n_frames: int, where: str) -> np.nd
     return vec
 
 
-def read_planar(path: str | Path) -> dict[str, PlanarView]:
-    """The views in one planar NM file: {"anterior": PlanarView, "posterior": PlanarView} or one of them."""
-    path = Path(path)
-    where = str(path)
+@dataclass(frozen=True)
+class PlanarHeader:
+    """What a planar NM file's header says, read without the pixels (for validating a manifest early)."""
+
+    path: Path
+    views: dict[int, str]                 # detector number → "anterior" | "posterior"
+    rows_columns: tuple[int, int]
+    pixel_mm: tuple[float, float]
+    duration_s: float
+    windows: tuple[EnergyWindow, ...]
+    peak_lower_upper: tuple[int, int | None, int | None]   # indices into windows
+    acquired_at: datetime | None
+    scan_velocity_mm_per_s: float | None
+    scan_length_mm: float | None
+    notes: dict[int, str]
+
+
+def _dataset(path: Path, *, pixels: bool) -> Dataset:
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path, stop_before_pixels=not pixels)
     except (OSError, pydicom.errors.InvalidDicomError) as exc:
-        raise DicomError(f"{where}: cannot read as DICOM ({exc})") from None
+        raise DicomError(f"{path}: cannot read as DICOM ({exc})") from None
     if get_str(ds, "Modality") not in (None, "NM"):
-        raise DicomError(f"{where}: Modality is {get_str(ds, 'Modality')}, not NM; a planar image is an NM file")
-    try:
-        pixels = np.asarray(ds.pixel_array, dtype=float)
-    except Exception as exc:  # noqa: BLE001 - any pixel decoding failure is reported the same way
-        raise DicomError(f"{where}: cannot decode the pixel data ({exc})") from None
-    if pixels.ndim == 2:
-        pixels = pixels[None]
-    n_frames = pixels.shape[0]
-    slope = get_float(ds, "RescaleSlope") or 1.0
-    intercept = get_float(ds, "RescaleIntercept") or 0.0
-    pixels = pixels * slope + intercept
+        raise DicomError(f"{path}: Modality is {get_str(ds, 'Modality')}, not NM; a planar image is an NM file")
+    return ds
+
+
+def _header(ds: Dataset, path: Path) -> tuple[PlanarHeader, np.ndarray, np.ndarray]:
+    """The header and the per-frame (detector, energy window) vectors."""
+    where = str(path)
+    image_type = (get_str(ds, "ImageType") or "").upper().split("\\")
+    if len(image_type) > 2 and image_type[2] not in PLANAR_IMAGE_TYPES:
+        raise DicomError(f"{where}: ImageType {'/'.join(image_type)} is not a planar image (expected the third value "
+                         f"{' or '.join(PLANAR_IMAGE_TYPES)}); give the anterior/posterior static or whole-body file")
+    rows, cols = get_float(ds, "Rows"), get_float(ds, "Columns")
+    if not rows or not cols:
+        raise DicomError(f"{where}: no Rows/Columns; not an image")
+    n_frames = int(get_float(ds, "NumberOfFrames") or 1)
     spacing = get_floats(ds, "PixelSpacing", 2)
     if spacing is None or min(spacing) <= 0:
         raise DicomError(f"{where}: no valid {label('PixelSpacing')}; the pixel size is needed to map the VOIs")
@@ -190,29 +210,63 @@ def read_planar(path: str | Path) -> dict[str, PlanarView]:
     if acquired_at is None:
         acquired_at, _src = parse_date_time(ds, "SeriesDate", "SeriesTime")
     windows = _windows(ds, where)
-    peak, lower, upper = _assign_windows(windows, where)
+    peak_lower_upper = _assign_windows(windows, where)
     window_vec = _frame_vector(ds, "EnergyWindowVector", n_frames, where)
     detector_vec = _frame_vector(ds, "DetectorVector", n_frames, where)
     detectors = sorted(set(detector_vec.tolist()))
     det_items = list(get(ds, "DetectorInformationSequence") or [])
-    out: dict[str, PlanarView] = {}
+    views: dict[int, str] = {}
+    notes: dict[int, str] = {}
     for det in detectors:
         item = det_items[det - 1] if 0 < det <= len(det_items) else None
-        notes: list[str] = []
         view = _view_from_code(item) or (_view_from_code(ds) if len(detectors) == 1 else None)
         if view is None and len(detectors) == 1:
             view = _view_from_text(ds)
         if view is None and len(detectors) == 2:
             view = VIEWS[detectors.index(det)]
-            notes.append(f"{where}: no view code for detector {det}; taken as {view} "
-                         "(detector 1 anterior, 2 posterior)")
-            log.info(notes[-1])
+            notes[det] = (f"{where}: no view code for detector {det}; taken as {view} "
+                          "(detector 1 anterior, 2 posterior)")
         if view is None:
             raise DicomError(f"{where}: cannot tell whether detector {det} is the anterior or posterior view "
                              "(no ViewCodeSequence, no ANT/POST in SeriesDescription); name the file in the "
                              "manifest's anterior/posterior keys and set the view code")
-        if view in out:
+        if view in views.values():
             raise DicomError(f"{where}: two detectors are both the {view} view")
+        views[det] = view
+    header = PlanarHeader(path=path, views=views, rows_columns=(int(rows), int(cols)),
+                          pixel_mm=(spacing[0], spacing[1]), duration_s=duration_ms / 1000.0,
+                          windows=tuple(windows), peak_lower_upper=peak_lower_upper, acquired_at=acquired_at,
+                          scan_velocity_mm_per_s=velocity, scan_length_mm=scan_length, notes=notes)
+    return header, detector_vec, window_vec
+
+
+def read_planar_header(path: str | Path) -> PlanarHeader:
+    """The header of one planar NM file (views, matrix, pixel size, duration, windows); pixels are not read."""
+    path = Path(path)
+    return _header(_dataset(path, pixels=False), path)[0]
+
+
+def read_planar(path: str | Path) -> dict[str, PlanarView]:
+    """The views in one planar NM file: {"anterior": PlanarView, "posterior": PlanarView} or one of them."""
+    path = Path(path)
+    where = str(path)
+    ds = _dataset(path, pixels=True)
+    header, detector_vec, window_vec = _header(ds, path)
+    try:
+        pixels = np.asarray(ds.pixel_array, dtype=float)
+    except Exception as exc:  # noqa: BLE001 - any pixel decoding failure is reported the same way
+        raise DicomError(f"{where}: cannot decode the pixel data ({exc})") from None
+    if pixels.ndim == 2:
+        pixels = pixels[None]
+    if pixels.shape[0] != detector_vec.size:
+        raise DicomError(f"{where}: {pixels.shape[0]} frames, but the frame vectors list {detector_vec.size}")
+    pixels = pixels * (get_float(ds, "RescaleSlope") or 1.0) + (get_float(ds, "RescaleIntercept") or 0.0)
+    windows = header.windows
+    peak, lower, upper = header.peak_lower_upper
+    out: dict[str, PlanarView] = {}
+    for det, view in header.views.items():
+        if det in header.notes:
+            log.info(header.notes[det])
 
         def frame(index: int | None, det=det):
             if index is None:
@@ -224,11 +278,12 @@ def read_planar(path: str | Path) -> dict[str, PlanarView]:
             return pixels[sel[0]]
 
         out[view] = PlanarView(
-            view=view, peak=frame(peak), peak_window=windows[peak], pixel_mm=(spacing[0], spacing[1]),
-            duration_s=duration_ms / 1000.0, lower=frame(lower), lower_window=None if lower is None else windows[lower],
-            upper=frame(upper), upper_window=None if upper is None else windows[upper], acquired_at=acquired_at,
-            scan_velocity_mm_per_s=velocity, scan_length_mm=scan_length, source=f"{where} detector {det}",
-            notes=tuple(notes))
+            view=view, peak=frame(peak), peak_window=windows[peak], pixel_mm=header.pixel_mm,
+            duration_s=header.duration_s, lower=frame(lower), lower_window=None if lower is None else windows[lower],
+            upper=frame(upper), upper_window=None if upper is None else windows[upper],
+            acquired_at=header.acquired_at, scan_velocity_mm_per_s=header.scan_velocity_mm_per_s,
+            scan_length_mm=header.scan_length_mm, source=f"{where} detector {det}",
+            notes=(header.notes[det],) if det in header.notes else ())
     return out
 
 

@@ -43,6 +43,7 @@ from LuDoseResponseLib.errors import LuDoseResponseError, ManifestError
 from LuDoseResponseLib.io import dicom
 from LuDoseResponseLib.io.dicom.geometry import Grid
 from LuDoseResponseLib.io.dicom.metadata import THERAPY_ACTIVITY_RANGE_MBQ, SeriesMetadata
+from LuDoseResponseLib.io.planar import PlanarHeader, read_planar_header
 from LuDoseResponseLib.response.volumetry import segment_names
 
 log = logging.getLogger(__name__)
@@ -400,15 +401,44 @@ def _planar(checker: _Checker, raw: Any, key: str):
     elif calibration is not None:
         for w in calibration_warnings(calibration, f"{key}.calibration_cps_per_mbq"):
             checker.warn(w)
-    if anterior is not None and acquired_at is None:
-        meta = checker.header(anterior, series_uid, f"{key}.anterior")
-        if meta is not None:
-            acquired_at = _choose(checker, f"{key}.acquired_at", None, meta.acquired_at,
-                                  meta.sources.get("acquired_at"), meta.path)
-        if acquired_at is None:
-            checker.error(f"{key}.acquired_at", "not in the manifest and not in the anterior image's DICOM; give it")
+    headers: dict[str, PlanarHeader] = {}
+    for side, path in (("anterior", anterior), ("posterior", posterior)):
+        if path is not None:
+            try:
+                headers[side] = read_planar_header(path)
+            except LuDoseResponseError as exc:
+                checker.error(f"{key}.{side}", str(exc))
+    for side, header in headers.items():
+        if side not in header.views.values():
+            checker.error(f"{key}.{side}", f"{header.path} holds no {side} view (it has "
+                                           f"{', '.join(sorted(set(header.views.values())))}); conjugate-view "
+                                           "quantification needs both views")
+    if len(headers) == 2:
+        a, p = headers["anterior"], headers["posterior"]
+        if a.rows_columns != p.rows_columns or not np.allclose(a.pixel_mm, p.pixel_mm, rtol=1e-4):
+            checker.error(f"{key}.posterior", f"{p.path} has a {p.rows_columns} matrix of {p.pixel_mm} mm pixels, "
+                                              f"the anterior {a.path} {a.rows_columns} of {a.pixel_mm} mm; both views "
+                                              "must share matrix and pixel size")
+    front = headers.get("anterior")
+    if front is not None:
+        acquired_at = _choose(checker, f"{key}.acquired_at", acquired_at, front.acquired_at,
+                              "AcquisitionDate/AcquisitionTime", str(front.path))
+    if acquired_at is None and anterior is not None:
+        checker.error(f"{key}.acquired_at", "not in the manifest and not in the anterior image's DICOM; give it")
     return {"key": key, "anterior": anterior, "posterior": posterior, "series_uid": series_uid,
-            "acquired_at": acquired_at, "calibration_cps_per_mbq": calibration}
+            "acquired_at": acquired_at, "calibration_cps_per_mbq": calibration, "header": front}
+
+
+def _check_planar_grids(checker: _Checker, planars: list[dict[str, Any]]) -> None:
+    """Every planar time point of a cycle on the first one's matrix and pixel size (the ROIs are shared)."""
+    headed = [(f["key"], f["header"]) for f in planars if f.get("header") is not None]
+    for key, header in headed[1:]:
+        first_key, first = headed[0]
+        if header.rows_columns != first.rows_columns or not np.allclose(header.pixel_mm, first.pixel_mm, rtol=1e-4):
+            checker.error(f"{key}.anterior", f"{header.path} has a {header.rows_columns} matrix of {header.pixel_mm} "
+                                             f"mm pixels, {first_key} {first.rows_columns} of {first.pixel_mm} mm; "
+                                             "every planar time point of a cycle must use the same matrix and pixel "
+                                             "size")
 
 
 def _agreed(checker: _Checker, key: str, found: list[tuple[Any, str, str]], same) -> tuple[Any, str, str] | None:
@@ -466,6 +496,9 @@ def _cycle(checker: _Checker, raw: Any, key: str) -> Cycle | None:
     spects = [s for s in spects if s is not None]
     planars = [_planar(checker, p, f"{key}.planar[{i}]")
                for i, p in enumerate(checker.array(table.get("planar"), f"{key}.planar"))]
+    _check_planar_grids(checker, planars)
+    for fields in planars:
+        fields.pop("header")
 
     # administration: manifest, else the value all SPECT headers agree on
     metas = [m for _, m in spects]

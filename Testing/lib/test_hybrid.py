@@ -117,7 +117,8 @@ def test_from_cycle_1_on_the_planar_phantom(phantom_pairs):
     ph, pairs = phantom_pairs
     cycle1 = hybrid_cycle(pairs, _spect(ph, 24.0), ph.ct_hu(), ph.masks())
     ph2 = CylinderPhantom([Sphere(s.name, s.centre_mm, s.radius_mm, lambda t, f=s.activity_mbq_at: 0.8 * f(t))
-                           for s in ph.spheres], background_mbq_per_ml_at=lambda t: 0.8 * ph.background_mbq_per_ml_at(t))
+                           for s in ph.spheres],
+                          background_mbq_per_ml_at=lambda t: 0.8 * ph.background_mbq_per_ml_at(t))
     cycle2 = hybrid_cycle(conjugate_pairs(ph2, TIMES_H, seed=11), _spect(ph2, 24.0), ph2.ct_hu(), ph2.masks())
     for s in ph2.spheres:
         t_eff, t_eff_sd = earlier_cycle_t_eff(cycle1.tumours[s.name].dose())

@@ -326,9 +326,16 @@ def test_reduced_imaging_kinetics_errors(study_dir):
 def _planar_files(study_dir: Path) -> None:
     from planar_factory import planar_nm_dataset
 
-    views = {v: {w: np.full((4, 4), 10.0) for w in ("peak", "lower", "upper")} for v in ("anterior", "posterior")}
-    ds = planar_nm_dataset(views, pixel_mm=4.0, duration_s=600.0, acquired_at=datetime(2019, 3, 4, 10, 30))
-    save(ds, study_dir / "c1" / "wb.dcm")
+    def views(names, shape=(4, 4)):
+        return {v: {w: np.full(shape, 10.0) for w in ("peak", "lower", "upper")} for v in names}
+
+    when = datetime(2019, 3, 4, 10, 30)
+    save(planar_nm_dataset(views(("anterior", "posterior")), pixel_mm=4.0, duration_s=600.0, acquired_at=when),
+         study_dir / "c1" / "wb.dcm")
+    save(planar_nm_dataset(views(("anterior",)), pixel_mm=4.0, duration_s=600.0, acquired_at=when),
+         study_dir / "c1" / "ant_only.dcm")
+    save(planar_nm_dataset(views(("anterior", "posterior"), (6, 4)), pixel_mm=4.0, duration_s=600.0,
+                           acquired_at=datetime(2019, 3, 5, 10, 30)), study_dir / "c1" / "wb_6x4.dcm")
 
 
 PLANAR = """
@@ -351,3 +358,26 @@ def test_planar_entries(study_dir):
     assert len(study.cycles[0].planar) == 2
     outside = [w for w in study.warnings if "outside the planar times" in w]
     assert len(outside) == 2 and "extrapolated" in outside[0]
+
+
+def test_planar_entries_bad_files(study_dir):
+    _planar_files(study_dir)
+    entry = PLANAR.format(when="2019-03-04T10:30:00")
+    second = PLANAR.format(when="2019-03-05T10:30:00").replace("wb.dcm", "wb_6x4.dcm")
+    no_post = PLANAR.format(when="2019-03-04T10:30:00").replace("c1/wb.dcm", "c1/ant_only.dcm")
+    not_planar = PLANAR.format(when="2019-03-06T10:30:00").replace("c1/wb.dcm", "c1/spect_24h.dcm")
+    text = MANIFEST.replace("[[followups]]", entry + second + no_post + not_planar + "\n[[followups]]", 1)
+    message = _problems(_write(study_dir, text))
+    assert "cycles[0].planar[1].anterior:" in message and "every planar time point of a cycle" in message
+    assert "cycles[0].planar[2].posterior:" in message and "ant_only.dcm holds no posterior view" in message
+    assert "cycles[0].planar[3].anterior:" in message and "RECON TOMO/EMISSION is not a planar image" in message
+
+
+def test_planar_time_from_dicom(study_dir):
+    _planar_files(study_dir)
+    two = MANIFEST.replace("[[followups]]", PLANAR.format(when="2019-03-04T10:30:00").replace(
+        "  acquired_at = 2019-03-04T10:30:00\n", "") + PLANAR.format(when="2019-03-08T10:30:00")
+        + "\n[[followups]]", 1)
+    study = load_manifest(_write(study_dir, two))
+    assert study.cycles[0].planar[0].hours_since_administration == pytest.approx(1.0)
+    assert any("planar[0].acquired_at not in the manifest; taken from DICOM" in o for o in study.overrides)
