@@ -13,7 +13,8 @@ Steps, per planar time point:
    A = √(I_A·I_P / T) · f / (C·τ), with T = exp(−∫μ dy) the transmission through the patient
    along the pixel's line, f = (μ_j t_j/2)/sinh(μ_j t_j/2) the source self-attenuation of a tumour of
    thickness t_j (from the VOI chord, with μ_j t_j = ∫_VOI μ dy), C the planar sensitivity in cps/MBq
-   (TEW-corrected counts of a source in air) and τ the acquisition time.
+   (TEW-corrected counts of a source in air) and τ the acquisition time. Decay during the acquisition is
+   not corrected: it is below 0.2 % for a 30-min scan of Lu-177 (T½ 6.65 d).
    The geometric mean is taken per pixel and summed over the ROI (the √ of Poisson counts is biased by
    about −1/(8n) for n counts per pixel: negligible above ~20 counts).
 4. **Background**: the Buijs method (Buijs WC et al., J Nucl Med 1998;39:2167–2172): each view is
@@ -402,6 +403,7 @@ def conjugate_view_activities(pair: ConjugatePair, mu_map: sitk.Image, projectio
         if negative > 0.1 * roi.sum():
             warns.append(f"{pair.key}: tumour {name!r}: {negative} of {int(roi.sum())} ROI pixels are negative after "
                          "scatter and background subtraction (set to 0); the activity is biased high")
+            log.warning(warns[-1])
         gm = np.sqrt(np.clip(a_roi, 0, None) * np.clip(p_roi, 0, None))
         transmission = np.exp(-mu_line[roi])
         counts = gm / np.sqrt(transmission) * self_attenuation_factor(proj.mu_t[roi])
