@@ -33,7 +33,7 @@ with the Buijs correction (its approximation error is largest at low tumour-to-b
 :class:`~LuDoseResponseLib.physics.density.HuDensityCalibration` (air–water line, bone line
 6.0e-4 g/cm³ per HU) and (μ/ρ)_water = 0.1350 cm²/g (NIST XCOM, coherent included, narrow beam: the
 counts are scatter-corrected). Compton scattering dominates at 208 keV, so μ/ρ varies little with
-the tissue; for cortical bone it is about 3 % below water (NIST XCOM), which this conversion ignores.
+the tissue; for cortical bone it is about 4 % below water (NIST XCOM), which this conversion ignores.
 """
 
 from __future__ import annotations
