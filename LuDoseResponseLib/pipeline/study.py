@@ -11,6 +11,13 @@ DICOM because the manifest left it out) is logged and kept in ``Study.overrides`
 Images stay on disk: a :class:`TimePoint` holds a path and header metadata, and
 :meth:`TimePoint.load_image` reads the pixels when the pipeline needs them.
 
+Reduced imaging (issue 11): a cycle with one SPECT and no planars may set ``kinetics`` to
+``"stp-hanscheid"``, ``"stp-madsen"`` (with ``population_t_eff_h`` and optionally
+``population_t_eff_sd_h``) or ``"from-cycle-1"`` (the tumour's effective half-life from cycle 1, which
+must then have several SPECTs or planars); see :mod:`LuDoseResponseLib.dosimetry.reduced_imaging`.
+A cycle with ``[[cycles.planar]]`` entries (the hybrid method) needs at least two of them; a SPECT
+outside the planar times is a warning (its planar activity is extrapolated).
+
 Extension to the contract: ``ct`` may be a path or a table ``{ path = "...", series_uid = "..." }``
 for a folder that holds several series; ``[[cycles.spect]]`` and ``[[cycles.planar]]`` accept
 ``series_uid`` likewise.
@@ -31,10 +38,12 @@ import SimpleITK as sitk
 
 from LuDoseResponseLib import defaults
 from LuDoseResponseLib.dosimetry.quantification import calibration_warnings
+from LuDoseResponseLib.dosimetry.reduced_imaging import KINETICS
 from LuDoseResponseLib.errors import LuDoseResponseError, ManifestError
 from LuDoseResponseLib.io import dicom
 from LuDoseResponseLib.io.dicom.geometry import Grid
 from LuDoseResponseLib.io.dicom.metadata import THERAPY_ACTIVITY_RANGE_MBQ, SeriesMetadata
+from LuDoseResponseLib.io.planar import PlanarHeader, read_planar_header
 from LuDoseResponseLib.response.volumetry import segment_names
 
 log = logging.getLogger(__name__)
@@ -50,7 +59,7 @@ GRADES = defaults.GRADES
 _TOP_KEYS = {"patient", "grade", "settings", "cycles", "followups"}
 _SETTINGS_KEYS = {"dose_method", "density_correction", "pvc", "psf_fwhm_mm", "integration", "tail"}
 _CYCLE_KEYS = {"number", "administered_at", "activity_mbq", "calibration_cps_per_mbq", "ct", "tumours",
-               "spect", "planar"}
+               "spect", "planar", "kinetics", "population_t_eff_h", "population_t_eff_sd_h"}
 _SPECT_KEYS = {"path", "series_uid", "acquired_at", "duration_s", "units"}
 _PLANAR_KEYS = {"anterior", "posterior", "series_uid", "acquired_at", "calibration_cps_per_mbq"}
 _CT_KEYS = {"path", "series_uid"}
@@ -144,13 +153,17 @@ class Cycle:
     ct_series_uid: str | None = None
     spect: tuple[TimePoint, ...] = ()
     planar: tuple[PlanarPair, ...] = ()
+    kinetics: str | None = None                  # reduced imaging: one of dosimetry.reduced_imaging.KINETICS
+    population_t_eff_h: float | None = None      # for kinetics "stp-madsen"
+    population_t_eff_sd_h: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"number": self.number, "administered_at": self.administered_at.isoformat(),
                 "activity_mbq": self.activity_mbq, "calibration_cps_per_mbq": self.calibration_cps_per_mbq,
                 "tumours": str(self.tumours), "ct": str(self.ct) if self.ct else None,
                 "ct_series_uid": self.ct_series_uid, "spect": [t.to_dict() for t in self.spect],
-                "planar": [p.to_dict() for p in self.planar]}
+                "planar": [p.to_dict() for p in self.planar], "kinetics": self.kinetics,
+                "population_t_eff_h": self.population_t_eff_h, "population_t_eff_sd_h": self.population_t_eff_sd_h}
 
 
 @dataclass(frozen=True)
@@ -388,15 +401,44 @@ def _planar(checker: _Checker, raw: Any, key: str):
     elif calibration is not None:
         for w in calibration_warnings(calibration, f"{key}.calibration_cps_per_mbq"):
             checker.warn(w)
-    if anterior is not None and acquired_at is None:
-        meta = checker.header(anterior, series_uid, f"{key}.anterior")
-        if meta is not None:
-            acquired_at = _choose(checker, f"{key}.acquired_at", None, meta.acquired_at,
-                                  meta.sources.get("acquired_at"), meta.path)
-        if acquired_at is None:
-            checker.error(f"{key}.acquired_at", "not in the manifest and not in the anterior image's DICOM; give it")
+    headers: dict[str, PlanarHeader] = {}
+    for side, path in (("anterior", anterior), ("posterior", posterior)):
+        if path is not None:
+            try:
+                headers[side] = read_planar_header(path)
+            except LuDoseResponseError as exc:
+                checker.error(f"{key}.{side}", str(exc))
+    for side, header in headers.items():
+        if side not in header.views.values():
+            checker.error(f"{key}.{side}", f"{header.path} holds no {side} view (it has "
+                                           f"{', '.join(sorted(set(header.views.values())))}); conjugate-view "
+                                           "quantification needs both views")
+    if len(headers) == 2:
+        a, p = headers["anterior"], headers["posterior"]
+        if a.rows_columns != p.rows_columns or not np.allclose(a.pixel_mm, p.pixel_mm, rtol=1e-4):
+            checker.error(f"{key}.posterior", f"{p.path} has a {p.rows_columns} matrix of {p.pixel_mm} mm pixels, "
+                                              f"the anterior {a.path} {a.rows_columns} of {a.pixel_mm} mm; both views "
+                                              "must share matrix and pixel size")
+    front = headers.get("anterior")
+    if front is not None:
+        acquired_at = _choose(checker, f"{key}.acquired_at", acquired_at, front.acquired_at,
+                              "AcquisitionDate/AcquisitionTime", str(front.path))
+    if acquired_at is None and anterior is not None:
+        checker.error(f"{key}.acquired_at", "not in the manifest and not in the anterior image's DICOM; give it")
     return {"key": key, "anterior": anterior, "posterior": posterior, "series_uid": series_uid,
-            "acquired_at": acquired_at, "calibration_cps_per_mbq": calibration}
+            "acquired_at": acquired_at, "calibration_cps_per_mbq": calibration, "header": front}
+
+
+def _check_planar_grids(checker: _Checker, planars: list[dict[str, Any]]) -> None:
+    """Every planar time point of a cycle on the first one's matrix and pixel size (the ROIs are shared)."""
+    headed = [(f["key"], f["header"]) for f in planars if f.get("header") is not None]
+    for key, header in headed[1:]:
+        first_key, first = headed[0]
+        if header.rows_columns != first.rows_columns or not np.allclose(header.pixel_mm, first.pixel_mm, rtol=1e-4):
+            checker.error(f"{key}.anterior", f"{header.path} has a {header.rows_columns} matrix of {header.pixel_mm} "
+                                             f"mm pixels, {first_key} {first.rows_columns} of {first.pixel_mm} mm; "
+                                             "every planar time point of a cycle must use the same matrix and pixel "
+                                             "size")
 
 
 def _agreed(checker: _Checker, key: str, found: list[tuple[Any, str, str]], same) -> tuple[Any, str, str] | None:
@@ -454,6 +496,9 @@ def _cycle(checker: _Checker, raw: Any, key: str) -> Cycle | None:
     spects = [s for s in spects if s is not None]
     planars = [_planar(checker, p, f"{key}.planar[{i}]")
                for i, p in enumerate(checker.array(table.get("planar"), f"{key}.planar"))]
+    _check_planar_grids(checker, planars)
+    for fields in planars:
+        fields.pop("header")
 
     # administration: manifest, else the value all SPECT headers agree on
     metas = [m for _, m in spects]
@@ -499,12 +544,67 @@ def _cycle(checker: _Checker, raw: Any, key: str) -> Cycle | None:
         if hours is not None and None not in (fields["anterior"], fields["posterior"],
                                               fields["calibration_cps_per_mbq"]):
             pairs.append(PlanarPair(**fields, hours_since_administration=hours))
+    kinetics = _kinetics(checker, table, key, n_spect=len(spect_raw), n_planar=len(planars))
+    _check_planar_cover(checker, key, timepoints, pairs)
     if None in (number, administered_at, activity_mbq, tumours):
         return None
     return Cycle(number=number, administered_at=administered_at, activity_mbq=activity_mbq,
                  calibration_cps_per_mbq=calibration, tumours=tumours, ct=ct, ct_series_uid=ct_uid,
                  spect=tuple(sorted(timepoints, key=lambda t: t.acquired_at)),
-                 planar=tuple(sorted(pairs, key=lambda p: p.acquired_at)))
+                 planar=tuple(sorted(pairs, key=lambda p: p.acquired_at)), **kinetics)
+
+
+def _kinetics(checker: _Checker, table: dict[str, Any], key: str, *, n_spect: int, n_planar: int) -> dict[str, Any]:
+    """The reduced-imaging keys of a cycle: ``kinetics`` and, for stp-madsen, the population half-life."""
+    kinetics = checker.string(table.get("kinetics"), f"{key}.kinetics", choices=KINETICS)
+    t_eff = checker.number(table.get("population_t_eff_h"), f"{key}.population_t_eff_h")
+    t_eff_sd = checker.number(table.get("population_t_eff_sd_h"), f"{key}.population_t_eff_sd_h", positive=False)
+    if t_eff_sd is not None and t_eff_sd < 0:
+        checker.error(f"{key}.population_t_eff_sd_h", f"must be ≥ 0, got {t_eff_sd!r}")
+    if kinetics is not None and (n_spect != 1 or n_planar):
+        checker.error(f"{key}.kinetics", f"applies to a cycle with one SPECT and no planars (reduced imaging); this "
+                                         f"cycle has {n_spect} SPECT(s) and {n_planar} planar(s): remove kinetics, "
+                                         "its time–activity curve is measured")
+    if kinetics == "stp-madsen" and t_eff is None:
+        checker.error(f"{key}.population_t_eff_h", "is required with kinetics = \"stp-madsen\" (the population "
+                                                   "effective half-life in hours)")
+    if kinetics != "stp-madsen" and (t_eff is not None or t_eff_sd is not None):
+        checker.error(f"{key}.population_t_eff_h", "is used only with kinetics = \"stp-madsen\"; remove it or set "
+                                                   "kinetics")
+    if n_planar == 1:
+        checker.error(f"{key}.planar", "the hybrid planar–SPECT method needs at least two [[cycles.planar]] time "
+                                       "points for the kinetics")
+    return {"kinetics": kinetics, "population_t_eff_h": t_eff, "population_t_eff_sd_h": t_eff_sd}
+
+
+def _check_planar_cover(checker: _Checker, key: str, timepoints: list[TimePoint], pairs: list[PlanarPair]) -> None:
+    """Hybrid method: a SPECT outside the planar times makes the absolute scale an extrapolation."""
+    if len(pairs) < 2:
+        return
+    lo = min(p.hours_since_administration for p in pairs)
+    hi = max(p.hours_since_administration for p in pairs)
+    for tp in timepoints:
+        if not lo <= tp.hours_since_administration <= hi:
+            checker.warn(f"{tp.key}: the SPECT at {tp.hours_since_administration:.1f} h is outside the planar times "
+                         f"{lo:.1f}–{hi:.1f} h of {key}; the planar activity at the SPECT time is extrapolated with "
+                         "the exponential through the two nearest planar samples, so the hybrid scale rests on it")
+
+
+def _check_from_cycle_1(checker: _Checker, cycles: list[Cycle], raw_cycles: list[Any]) -> None:
+    """``kinetics = "from-cycle-1"`` needs a cycle 1 with a measured time–activity curve."""
+    keys = {r.get("number"): f"cycles[{i}]" for i, r in enumerate(raw_cycles) if isinstance(r, dict)}
+    first = next((c for c in cycles if c.number == 1), None)
+    for c in cycles:
+        if c.kinetics != "from-cycle-1":
+            continue
+        key = f"{keys.get(c.number, 'cycles')}.kinetics"
+        if c.number == 1:
+            checker.error(key, "\"from-cycle-1\" cannot be used by cycle 1 itself")
+        elif first is None:
+            checker.error(key, "\"from-cycle-1\" needs a cycle with number = 1 in the manifest")
+        elif len(first.spect) < 2 and len(first.planar) < 2:
+            checker.error(key, f"\"from-cycle-1\" needs cycle 1 ({keys[1]}) to have several SPECTs or planars, so "
+                               "that the tumour's effective half-life is measured")
 
 
 def _check_distinct(checker: _Checker, timepoints: list[TimePoint]) -> None:
@@ -623,6 +723,7 @@ def load_manifest(path: str | Path) -> Study:
     numbers = [c.number for c in cycles]
     for n in sorted({n for n in numbers if numbers.count(n) > 1}):
         checker.error("cycles", f"cycle number {n} is used more than once")
+    _check_from_cycle_1(checker, cycles, cycles_raw)
     followups = _followups(checker, top.get("followups"))
     _check_tumour_names(checker)
 

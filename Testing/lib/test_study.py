@@ -272,3 +272,112 @@ def test_tumour_names_must_match_across_segmentations(study_dir):
     _label_file(study_dir / "fu" / "fu1.seg.nrrd")
     sitk.WriteImage(sitk.Image(4, 4, 4, sitk.sitkUInt8), str(study_dir / "c1" / "labels.nrrd"))
     assert load_manifest(_write(study_dir, MANIFEST.replace("c1/tumours.seg.nrrd", "c1/labels.nrrd"))).cycles
+
+
+# ---------------------------------------------------------------------------------------------- issue 11
+CYCLE2 = """
+[[cycles]]
+number = 2
+administered_at = 2019-04-29T09:30:00
+activity_mbq = 7400.0
+calibration_cps_per_mbq = 5.7
+tumours = "c1/tumours.seg.nrrd"
+{extra}
+  [[cycles.spect]]
+  path = "c1/spect_24h.dcm"
+  acquired_at = 2019-04-30T10:00:00
+"""
+
+
+def _two_cycles(extra: str) -> str:
+    head, tail = MANIFEST.split("[[followups]]", 1)
+    return head + CYCLE2.format(extra=extra) + "\n[[followups]]" + tail
+
+
+def test_reduced_imaging_kinetics(study_dir):
+    study = load_manifest(_write(study_dir, _two_cycles('kinetics = "from-cycle-1"')))
+    assert study.cycles[1].kinetics == "from-cycle-1" and study.cycles[0].kinetics is None
+    assert study.to_dict()["cycles"][1]["kinetics"] == "from-cycle-1"
+    study = load_manifest(_write(study_dir, _two_cycles('kinetics = "stp-madsen"\npopulation_t_eff_h = 70.0\n'
+                                                        'population_t_eff_sd_h = 12.0')))
+    assert (study.cycles[1].population_t_eff_h, study.cycles[1].population_t_eff_sd_h) == (70.0, 12.0)
+
+
+def test_reduced_imaging_kinetics_errors(study_dir):
+    message = _problems(_write(study_dir, _two_cycles('kinetics = "stp-guess"')))
+    assert "cycles[1].kinetics: must be one of stp-hanscheid, stp-madsen, from-cycle-1" in message
+    message = _problems(_write(study_dir, _two_cycles('kinetics = "stp-madsen"')))
+    assert "cycles[1].population_t_eff_h: is required" in message
+    message = _problems(_write(study_dir, _two_cycles('kinetics = "stp-hanscheid"\npopulation_t_eff_h = 70.0')))
+    assert "cycles[1].population_t_eff_h: is used only with" in message
+    # cycle 1 has two SPECTs: its curve is measured, and it cannot take its kinetics from itself
+    text = _two_cycles("").replace('tumours = "c1/tumours.seg.nrrd"\n', 'tumours = "c1/tumours.seg.nrrd"\n'
+                                   'kinetics = "from-cycle-1"\n', 1)
+    message = _problems(_write(study_dir, text))
+    assert "cycles[0].kinetics: applies to a cycle with one SPECT and no planars" in message
+    assert "cycles[0].kinetics: \"from-cycle-1\" cannot be used by cycle 1 itself" in message
+    # cycle 1 with a single SPECT has no measured half-life to lend
+    one_spect = _two_cycles('kinetics = "from-cycle-1"').replace(
+        '  [[cycles.spect]]\n  path = "c1/spect_96h"\n  acquired_at = 2019-03-08T10:00:00\n', "")
+    message = _problems(_write(study_dir, one_spect))
+    assert "cycles[1].kinetics: \"from-cycle-1\" needs cycle 1 (cycles[0]) to have several SPECTs" in message
+
+
+def _planar_files(study_dir: Path) -> None:
+    from planar_factory import planar_nm_dataset
+
+    def views(names, shape=(4, 4)):
+        return {v: {w: np.full(shape, 10.0) for w in ("peak", "lower", "upper")} for v in names}
+
+    when = datetime(2019, 3, 4, 10, 30)
+    save(planar_nm_dataset(views(("anterior", "posterior")), pixel_mm=4.0, duration_s=600.0, acquired_at=when),
+         study_dir / "c1" / "wb.dcm")
+    save(planar_nm_dataset(views(("anterior",)), pixel_mm=4.0, duration_s=600.0, acquired_at=when),
+         study_dir / "c1" / "ant_only.dcm")
+    save(planar_nm_dataset(views(("anterior", "posterior"), (6, 4)), pixel_mm=4.0, duration_s=600.0,
+                           acquired_at=datetime(2019, 3, 5, 10, 30)), study_dir / "c1" / "wb_6x4.dcm")
+
+
+PLANAR = """
+  [[cycles.planar]]
+  anterior = "c1/wb.dcm"
+  posterior = "c1/wb.dcm"
+  acquired_at = {when}
+  calibration_cps_per_mbq = 9.3
+"""
+
+
+def test_planar_entries(study_dir):
+    _planar_files(study_dir)
+    one = MANIFEST.replace("[[followups]]", PLANAR.format(when="2019-03-04T10:30:00") + "\n[[followups]]", 1)
+    assert "cycles[0].planar: the hybrid planar–SPECT method needs at least two" in _problems(_write(study_dir, one))
+    # two planars at 1 h and 20 h do not cover the SPECTs at 24 h and 96 h: a warning on each
+    two = MANIFEST.replace("[[followups]]", PLANAR.format(when="2019-03-04T10:30:00")
+                           + PLANAR.format(when="2019-03-05T05:30:00") + "\n[[followups]]", 1)
+    study = load_manifest(_write(study_dir, two))
+    assert len(study.cycles[0].planar) == 2
+    outside = [w for w in study.warnings if "outside the planar times" in w]
+    assert len(outside) == 2 and "extrapolated" in outside[0]
+
+
+def test_planar_entries_bad_files(study_dir):
+    _planar_files(study_dir)
+    entry = PLANAR.format(when="2019-03-04T10:30:00")
+    second = PLANAR.format(when="2019-03-05T10:30:00").replace("wb.dcm", "wb_6x4.dcm")
+    no_post = PLANAR.format(when="2019-03-04T10:30:00").replace("c1/wb.dcm", "c1/ant_only.dcm")
+    not_planar = PLANAR.format(when="2019-03-06T10:30:00").replace("c1/wb.dcm", "c1/spect_24h.dcm")
+    text = MANIFEST.replace("[[followups]]", entry + second + no_post + not_planar + "\n[[followups]]", 1)
+    message = _problems(_write(study_dir, text))
+    assert "cycles[0].planar[1].anterior:" in message and "every planar time point of a cycle" in message
+    assert "cycles[0].planar[2].posterior:" in message and "ant_only.dcm holds no posterior view" in message
+    assert "cycles[0].planar[3].anterior:" in message and "RECON TOMO/EMISSION is not a planar image" in message
+
+
+def test_planar_time_from_dicom(study_dir):
+    _planar_files(study_dir)
+    two = MANIFEST.replace("[[followups]]", PLANAR.format(when="2019-03-04T10:30:00").replace(
+        "  acquired_at = 2019-03-04T10:30:00\n", "") + PLANAR.format(when="2019-03-08T10:30:00")
+        + "\n[[followups]]", 1)
+    study = load_manifest(_write(study_dir, two))
+    assert study.cycles[0].planar[0].hours_since_administration == pytest.approx(1.0)
+    assert any("planar[0].acquired_at not in the manifest; taken from DICOM" in o for o in study.overrides)
