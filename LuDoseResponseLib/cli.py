@@ -18,7 +18,7 @@ from LuDoseResponseLib import __version__
 from LuDoseResponseLib.errors import LuDoseResponseError
 
 #: subcommand modules under LuDoseResponseLib.commands, in the order shown by --help
-COMMANDS = ("demo", "dosimetry", "analyze", "report", "inspect")
+COMMANDS = ("demo", "dosimetry", "cohort", "analyze", "report", "inspect")
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 3

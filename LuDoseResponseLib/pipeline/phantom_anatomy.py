@@ -39,7 +39,7 @@ UPTAKE_HALF_LIFE_H = 2.0
 #: tumour biological half-lives (h), uniform ranges per grade; G2 washes out faster
 TUMOUR_T_BIO_H = {"G1": (250.0, 600.0), "G2": (90.0, 250.0)}
 #: generating dose–response Δv = A (1 − exp(−D/s)) per grade (A, s in Gy)
-DOSE_RESPONSE = {"G1": (0.95, 120.0), "G2": (0.95, 60.0)}
+DOSE_RESPONSE = {"G1": (0.95, 60.0), "G2": (0.95, 30.0)}
 TUMOUR_UPTAKE_PER_ML = (0.6e-4, 4.0e-4)          # log-uniform, fraction of A₀ per mL
 ORGANS = {  # name: (HU, uptake per mL, T_bio h)
     "body": (0.0, 1.0e-6, 30.0),
