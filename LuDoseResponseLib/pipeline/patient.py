@@ -121,9 +121,12 @@ def _cycle(study: Study, cycle: Cycle, progress: Progress | None, warn: list[str
         doses.append(TumourCycleDose.from_integral(name, cycle.number, d, tia=tia, mass_g=mass_g))
     dose_map = None
     if len(times) >= 2:
-        body = np.any([sitk.GetArrayViewFromImage(r) > 0 for r in rates], axis=0)
-        vw = voxelwise_time_integral(times, rates, model="mono", tail=s.tail, mask=body,
-                                     what=f"cycle {cycle.number} dose map")
+        # FFT round-off leaves dose rates of order -1e-7 of the peak far from activity; the voxel-wise
+        # integral refuses negative samples, so the map is integrated from the rates clipped at 0
+        arrays = [np.maximum(sitk.GetArrayViewFromImage(r), 0) for r in rates]
+        body = np.any([a > 0 for a in arrays], axis=0)
+        vw = voxelwise_time_integral(times, [image_like(a, rates[0]) for a in arrays], model="mono", tail=s.tail,
+                                     mask=body, what=f"cycle {cycle.number} dose map")
         dose_map = vw.integral_image()
     return doses, dose_map
 
