@@ -1,8 +1,8 @@
 """Stage 7, pipeline: one patient's study from its manifest to per-tumour results.
 
 Inputs: a study manifest (TOML, ``contracts/study-manifest.md``). Outputs: the validated
-:class:`~.study.Study` (:mod:`.study`); the patient pipeline that runs the earlier stages on it
-comes later.
+:class:`~.study.Study` (:mod:`.study`) and, from :func:`~.patient.run_patient`, the per-tumour tables,
+dose maps and run record. :mod:`.phantoms` writes digital patients (DICOM, .seg.nrrd, manifest, truth).
 """
 
 from LuDoseResponseLib.pipeline.study import Study, load_manifest

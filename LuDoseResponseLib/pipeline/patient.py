@@ -1,0 +1,205 @@
+"""The patient pipeline: a validated manifest → per-tumour doses and response (contracts/study-manifest.md).
+
+manifest (:func:`study.load_manifest`, validated before any pixel is read) → per cycle and time point:
+quantification (counts → Bq/mL) → dose rate (kernel or LED, density from the CT; the kernel and its FFT
+are cached across time points) → per tumour: time integral of the VOI-mean dose rate, TIA, mass → cycle
+sums and volumetry (:func:`response.tumour_rows.tumour_rows`) → ``tumour_cycles.csv``, ``tumours.csv``,
+``dose_cycle<N>.nrrd``, ``run.json``.
+
+PVC: only ``pvc = "none"`` is implemented here. ``rc`` and ``gtm`` need ``dosimetry/pvc.py`` (being
+written in parallel); until it is merged they are refused before any pixel is read (:func:`_check_pvc`),
+never silently skipped.
+
+Outputs are written into a staging folder inside ``out_dir`` and then moved into place file by file
+(each ``os.replace`` is atomic); inputs are never written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from LuDoseResponseLib import __version__
+from LuDoseResponseLib.dosimetry.doserate import dose_rate_map
+from LuDoseResponseLib.dosimetry.integration import time_integral, tumour_cycle_dose, voi_mean_values
+from LuDoseResponseLib.dosimetry.quantification import quantify_spect
+from LuDoseResponseLib.dosimetry.voxelwise_integration import voxelwise_time_integral
+from LuDoseResponseLib.errors import InputError
+from LuDoseResponseLib.imaging import image_like, same_grid, voxel_volume_ml
+from LuDoseResponseLib.io import dicom
+from LuDoseResponseLib.io.write import write_nrrd
+from LuDoseResponseLib.physics.density import density_on_grid
+from LuDoseResponseLib.pipeline.study import Cycle, Study, load_manifest
+from LuDoseResponseLib.response.tumour_rows import (
+    CycleAdministration,
+    TumourCycleDose,
+    tumour_cycles_table,
+    tumour_rows,
+)
+from LuDoseResponseLib.response.volumetry import read_segmentation, volumes_over_time
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, float], None]
+
+
+def _check_pvc(study: Study) -> None:
+    if study.settings.pvc != "none":
+        raise InputError(f"{study.manifest}: settings.pvc = {study.settings.pvc!r} needs the partial-volume "
+                         "correction module (dosimetry/pvc), which this build does not have yet; set "
+                         'pvc = "none" (doses of small tumours are then biased low by spill-out)')
+
+
+def _masks_on_grid(cycle: Cycle, reference: sitk.Image) -> dict[str, np.ndarray]:
+    """Each tumour's mask on the SPECT grid (nearest-neighbour resampling when the grids differ)."""
+    seg = read_segmentation(cycle.tumours)
+    out = {}
+    for name in seg.names:
+        info = seg.segment(name)
+        label = seg.image if seg.image.GetNumberOfComponentsPerPixel() == 1 else \
+            sitk.VectorIndexSelectionCast(seg.image, info.layer)
+        m = sitk.Cast(label == info.label_value, sitk.sitkUInt8)
+        if not same_grid(m, reference):
+            m = sitk.Resample(m, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+        arr = sitk.GetArrayFromImage(m) > 0
+        if not arr.any():
+            raise InputError(f"{cycle.tumours}: tumour {name!r} has no voxel on the SPECT grid of cycle "
+                             f"{cycle.number}; check the segmentation and its registration")
+        out[name] = arr
+    return out
+
+
+def _integration_kwargs(study: Study) -> dict:
+    s = study.settings
+    if s.integration == "trapezoid":
+        return {"method": "trapezoid", "tail": s.tail}
+    return {"method": "fit", "model": s.integration, "tail": s.tail}
+
+
+def _cycle(study: Study, cycle: Cycle, progress: Progress | None, warn: list[str]):
+    s = study.settings
+    ct = dicom.read_volume(cycle.ct, cycle.ct_series_uid).image if cycle.ct is not None else None
+    density = None
+    rates, activities, times = [], [], []
+    for i, tp in enumerate(cycle.spect):
+        raw = tp.load_image()
+        q = quantify_spect(raw, units=tp.units, calibration_cps_per_mbq=cycle.calibration_cps_per_mbq,
+                           duration_s=tp.duration_s, name=tp.key)
+        warn += list(q.warnings)
+        if ct is not None and s.density_correction and density is None:
+            density = image_like(density_on_grid(ct, q.image, unit="hu"), q.image)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            rates.append(dose_rate_map(q.image, s.dose_method, density if s.density_correction else None,
+                                       density_unit="g_per_cm3"))
+        warn += [f"{tp.key}: {w.message}" for w in caught]
+        activities.append(q.image)
+        times.append(tp.hours_since_administration)
+        if progress:
+            progress(f"cycle {cycle.number}", (i + 1) / len(cycle.spect))
+    masks = _masks_on_grid(cycle, rates[0])
+    rho = sitk.GetArrayViewFromImage(density) if density is not None else None
+    vox_ml = voxel_volume_ml(rates[0])
+    doses = []
+    for name, m in masks.items():
+        what = f"tumour {name!r}, cycle {cycle.number}"
+        d = tumour_cycle_dose(times, rates, m, what=what, **_integration_kwargs(study))
+        activity_mbq = voi_mean_values(activities, m, what=what) * m.sum() * vox_ml * 1e-6
+        tia = time_integral(times, activity_mbq, what=what, **_integration_kwargs(study))
+        mass_g = float(m.sum() * vox_ml * (float(rho[m].mean()) if rho is not None else 1.0))
+        warn += list(d.warnings)
+        doses.append(TumourCycleDose.from_integral(name, cycle.number, d, tia=tia, mass_g=mass_g))
+    dose_map = None
+    if len(times) >= 2:
+        # FFT round-off leaves dose rates of order -1e-7 of the peak far from activity; the voxel-wise
+        # integral refuses negative samples, so the map is integrated from the rates clipped at 0
+        arrays = [np.maximum(sitk.GetArrayViewFromImage(r), 0) for r in rates]
+        body = np.any([a > 0 for a in arrays], axis=0)
+        vw = voxelwise_time_integral(times, [image_like(a, rates[0]) for a in arrays], model="mono", tail=s.tail,
+                                     mask=body, what=f"cycle {cycle.number} dose map")
+        dose_map = vw.integral_image()
+    return doses, dose_map
+
+
+def sha256(path: Path) -> str:
+    """SHA-256 of a file, or of a folder's files (names and contents, sorted)."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _inputs(study: Study) -> list[Path]:
+    paths = [study.manifest]
+    for c in study.cycles:
+        paths += [c.tumours] + ([c.ct] if c.ct else []) + [t.path for t in c.spect]
+    paths += [f.tumours for f in study.followups]
+    return list(dict.fromkeys(paths))
+
+
+def run_patient(manifest: str | Path, out_dir: str | Path, *, rtdose: bool = False,
+                progress: Progress | None = None) -> dict[str, Path]:
+    """Run the whole chain for one manifest and publish its outputs in ``out_dir``; returns the paths."""
+    study = load_manifest(manifest)
+    _check_pvc(study)
+    if not study.followups:
+        raise InputError(f"{study.manifest}: no [[followups]]; tumours.csv needs the baseline and follow-up CT "
+                         "segmentations")
+    out = Path(out_dir)
+    inputs = _inputs(study)
+    for p in inputs:
+        if p.is_dir() and (out.resolve() == p.resolve() or p.resolve() in out.resolve().parents):
+            raise InputError(f"output folder {out} is inside the input {p}; choose another --out")
+    warn: list[str] = list(study.warnings)
+    doses, maps = [], {}
+    for cycle in study.cycles:
+        d, m = _cycle(study, cycle, progress, warn)
+        doses += d
+        maps[cycle.number] = m
+    volumes = volumes_over_time([(f.date, f.tumours) for f in study.followups])
+    admins = [CycleAdministration(c.number, c.administered_at, c.activity_mbq) for c in study.cycles]
+    cycles_df = tumour_cycles_table(study.patient.id, doses)
+    tumours_df = tumour_rows(study.patient.id, study.patient.grade, admins, doses, volumes)
+    warn += [w for cell in tumours_df["warnings"] for w in str(cell).split(" | ") if w]
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    try:
+        cycles_df.to_csv(staging / "tumour_cycles.csv", index=False)
+        tumours_df.to_csv(staging / "tumours.csv", index=False)
+        for n, img in maps.items():
+            if img is not None:
+                write_nrrd(img, staging / f"dose_cycle{n}.nrrd", inputs=inputs)
+                if rtdose:
+                    from LuDoseResponseLib.io.write import write_rtdose
+
+                    cyc = next(c for c in study.cycles if c.number == n)
+                    write_rtdose(img, staging / f"dose_cycle{n}.dcm", source=cyc.spect[0].metadata)
+        run = {"software": "LuDoseResponse", "version": __version__, "patient": study.patient.to_dict(),
+               "settings": study.settings.to_dict(), "study": study.to_dict(),
+               "inputs": [{"path": str(p), "sha256": sha256(p)} for p in inputs],
+               "overrides": list(study.overrides), "warnings": list(dict.fromkeys(warn))}
+        (staging / "run.json").write_text(json.dumps(run, indent=2, default=str), encoding="utf-8")
+        published = {}
+        for f in sorted(staging.iterdir()):
+            target = out / f.name
+            os.replace(f, target)
+            published[f.name] = target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("patient %s: %d tumours, %d cycles -> %s", study.patient.id, len(tumours_df), len(study.cycles), out)
+    return published
