@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from LuDoseResponseLib.commands.analyze import add_analysis_options, print_summary, settings_from_args
+from LuDoseResponseLib.commands.analyze import add_analysis_options, settings_from_args
 
 
 def register(sub) -> None:
@@ -26,6 +26,9 @@ def run(args) -> int:
     cohort_csv, failures = run_cohort(args.manifests, args.out, jobs=max(1, args.jobs))
     for m, err in failures.items():
         print(f"skipped {m}: {err}", file=sys.stderr)
+    from LuDoseResponseLib.analysis.summary import summary_text
+
     _, result = run_cohort_analysis(cohort_csv, f"{args.out}/analysis", settings_from_args(args))
-    print_summary(result, f"{args.out}/analysis")
+    print(summary_text(result.to_dict()))
+    print(f"  outputs: {args.out}/analysis")
     return 1 if failures else 0

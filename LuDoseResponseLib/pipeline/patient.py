@@ -6,12 +6,15 @@ are cached across time points) → per tumour: time integral of the VOI-mean dos
 sums and volumetry (:func:`response.tumour_rows.tumour_rows`) → ``tumour_cycles.csv``, ``tumours.csv``,
 ``dose_cycle<N>.nrrd``, ``run.json``.
 
-PVC: only ``pvc = "none"`` is implemented here. ``rc`` and ``gtm`` need ``dosimetry/pvc.py`` (being
-written in parallel); until it is merged they are refused before any pixel is read (:func:`_check_pvc`),
-never silently skipped.
+PVC (``settings.pvc``, at ``settings.psf_fwhm_mm``): ``rc`` or ``gtm`` correct each tumour's VOI mean
+activity at every time point (:func:`dosimetry.pvc_correction.correct_partial_volume`); the VOI's mean
+dose rate is scaled by the same factor, as the paper applies PVC to VOI activities, and the cycle's dose
+map is scaled inside each tumour by the ratio of its corrected to its uncorrected dose
+(:func:`dosimetry.pvc_correction.scale_dose_map`); voxels outside tumours are not changed.
 
-Outputs are written into a staging folder inside ``out_dir`` and then moved into place file by file
-(each ``os.replace`` is atomic); inputs are never written.
+Outputs are published as one set (:mod:`LuDoseResponseLib.output_set`: staged beside ``out_dir`` and
+swapped in with one rename), so ``out_dir`` holds the previous run or the new one, never a mix; inputs
+are never written, and ``out_dir`` is checked before any pixel is read.
 """
 
 from __future__ import annotations
@@ -19,9 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -31,13 +31,15 @@ import SimpleITK as sitk
 
 from LuDoseResponseLib import __version__
 from LuDoseResponseLib.dosimetry.doserate import dose_rate_map
-from LuDoseResponseLib.dosimetry.integration import time_integral, tumour_cycle_dose, voi_mean_values
+from LuDoseResponseLib.dosimetry.integration import time_integral, voi_mean_values
+from LuDoseResponseLib.dosimetry.pvc_correction import correct_partial_volume, scale_dose_map
 from LuDoseResponseLib.dosimetry.quantification import quantify_spect
 from LuDoseResponseLib.dosimetry.voxelwise_integration import voxelwise_time_integral
 from LuDoseResponseLib.errors import InputError
 from LuDoseResponseLib.imaging import image_like, same_grid, voxel_volume_ml
 from LuDoseResponseLib.io import dicom
 from LuDoseResponseLib.io.write import write_nrrd
+from LuDoseResponseLib.output_set import check_output_folder, output_set
 from LuDoseResponseLib.physics.density import density_on_grid
 from LuDoseResponseLib.pipeline.study import Cycle, Study, load_manifest
 from LuDoseResponseLib.response.tumour_rows import (
@@ -53,11 +55,19 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]
 
 
-def _check_pvc(study: Study) -> None:
-    if study.settings.pvc != "none":
-        raise InputError(f"{study.manifest}: settings.pvc = {study.settings.pvc!r} needs the partial-volume "
-                         "correction module (dosimetry/pvc), which this build does not have yet; set "
-                         'pvc = "none" (doses of small tumours are then biased low by spill-out)')
+def _pvc_factors(study: Study, activity: sitk.Image, masks: dict[str, np.ndarray], key: str,
+                 warn: list[str]) -> dict[str, float]:
+    """Per-tumour partial-volume factors (corrected / measured VOI mean) of one time point.
+
+    As in the paper, PVC corrects VOI activities; the VOI's dose rate is scaled by the same factor.
+    """
+    if study.settings.pvc == "none":
+        return {name: 1.0 for name in masks}
+    images = {name: image_like(m.astype(np.uint8), activity) for name, m in masks.items()}
+    result = correct_partial_volume(activity, images, pvc=study.settings.pvc,
+                                    psf_fwhm_mm=study.settings.psf_fwhm_mm)
+    warn += [f"{key}: {w}" for w in result.warnings]
+    return result.scale_factors()
 
 
 def _masks_on_grid(cycle: Cycle, reference: sitk.Image) -> dict[str, np.ndarray]:
@@ -108,17 +118,25 @@ def _cycle(study: Study, cycle: Cycle, progress: Progress | None, warn: list[str
         if progress:
             progress(f"cycle {cycle.number}", (i + 1) / len(cycle.spect))
     masks = _masks_on_grid(cycle, rates[0])
+    factors = [_pvc_factors(study, a, masks, tp.key, warn) for a, tp in zip(activities, cycle.spect, strict=True)]
     rho = sitk.GetArrayViewFromImage(density) if density is not None else None
     vox_ml = voxel_volume_ml(rates[0])
-    doses = []
+    doses, map_factors = [], {}
     for name, m in masks.items():
         what = f"tumour {name!r}, cycle {cycle.number}"
-        d = tumour_cycle_dose(times, rates, m, what=what, **_integration_kwargs(study))
-        activity_mbq = voi_mean_values(activities, m, what=what) * m.sum() * vox_ml * 1e-6
+        pvc = np.array([f[name] for f in factors])
+        rate_means = voi_mean_values(rates, m, what=what)
+        if np.any(rate_means < 0):
+            raise InputError(f"{what}: the mean dose rate in the VOI is negative; check the dose-rate maps")
+        d = time_integral(times, rate_means * pvc, what=what, **_integration_kwargs(study))
+        activity_mbq = voi_mean_values(activities, m, what=what) * pvc * m.sum() * vox_ml * 1e-6
         tia = time_integral(times, activity_mbq, what=what, **_integration_kwargs(study))
         mass_g = float(m.sum() * vox_ml * (float(rho[m].mean()) if rho is not None else 1.0))
         warn += list(d.warnings)
         doses.append(TumourCycleDose.from_integral(name, cycle.number, d, tia=tia, mass_g=mass_g))
+        if np.any(pvc != 1.0):
+            plain = time_integral(times, rate_means, what=what, **_integration_kwargs(study))
+            map_factors[name] = d.value / plain.value if plain.value > 0 else 1.0
     dose_map = None
     if len(times) >= 2:
         # FFT round-off leaves dose rates of order -1e-7 of the peak far from activity; the voxel-wise
@@ -128,6 +146,9 @@ def _cycle(study: Study, cycle: Cycle, progress: Progress | None, warn: list[str
         vw = voxelwise_time_integral(times, [image_like(a, rates[0]) for a in arrays], model="mono", tail=s.tail,
                                      mask=body, what=f"cycle {cycle.number} dose map")
         dose_map = vw.integral_image()
+        if map_factors:
+            dose_map = scale_dose_map(dose_map, {n: image_like(m.astype(np.uint8), dose_map) for n, m in masks.items()},
+                                      {n: map_factors.get(n, 1.0) for n in masks})
     return doses, dose_map
 
 
@@ -156,7 +177,6 @@ def run_patient(manifest: str | Path, out_dir: str | Path, *, rtdose: bool = Fal
                 progress: Progress | None = None) -> dict[str, Path]:
     """Run the whole chain for one manifest and publish its outputs in ``out_dir``; returns the paths."""
     study = load_manifest(manifest)
-    _check_pvc(study)
     if not study.followups:
         raise InputError(f"{study.manifest}: no [[followups]]; tumours.csv needs the baseline and follow-up CT "
                          "segmentations")
@@ -164,7 +184,8 @@ def run_patient(manifest: str | Path, out_dir: str | Path, *, rtdose: bool = Fal
     inputs = _inputs(study)
     for p in inputs:
         if p.is_dir() and (out.resolve() == p.resolve() or p.resolve() in out.resolve().parents):
-            raise InputError(f"output folder {out} is inside the input {p}; choose another --out")
+            raise InputError(f"output folder {out} is inside the input {p}; choose another output folder")
+    check_output_folder(out, inputs)
     warn: list[str] = list(study.warnings)
     doses, maps = [], {}
     for cycle in study.cycles:
@@ -176,9 +197,8 @@ def run_patient(manifest: str | Path, out_dir: str | Path, *, rtdose: bool = Fal
     cycles_df = tumour_cycles_table(study.patient.id, doses)
     tumours_df = tumour_rows(study.patient.id, study.patient.grade, admins, doses, volumes)
     warn += [w for cell in tumours_df["warnings"] for w in str(cell).split(" | ") if w]
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
-    try:
+    with output_set(out, command="dosimetry", inputs=inputs) as run_set:
+        staging = run_set.stage
         cycles_df.to_csv(staging / "tumour_cycles.csv", index=False)
         tumours_df.to_csv(staging / "tumours.csv", index=False)
         for n, img in maps.items():
@@ -194,12 +214,6 @@ def run_patient(manifest: str | Path, out_dir: str | Path, *, rtdose: bool = Fal
                "inputs": [{"path": str(p), "sha256": sha256(p)} for p in inputs],
                "overrides": list(study.overrides), "warnings": list(dict.fromkeys(warn))}
         (staging / "run.json").write_text(json.dumps(run, indent=2, default=str), encoding="utf-8")
-        published = {}
-        for f in sorted(staging.iterdir()):
-            target = out / f.name
-            os.replace(f, target)
-            published[f.name] = target
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    published = dict(run_set.files)
     log.info("patient %s: %d tumours, %d cycles -> %s", study.patient.id, len(tumours_df), len(study.cycles), out)
     return published

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import SimpleITK as sitk
 from scipy.integrate import quad
 
 from LuDoseResponseLib.cli import main
@@ -123,15 +124,26 @@ def test_output_inside_input_refused(phantoms):
         run_patient(run["manifest"], run["dir"] / "ct" / "out")
 
 
-def test_pvc_rc_refused_before_pixels(phantoms, tmp_path):
+@pytest.mark.parametrize("pvc, tolerance", [("rc", 0.06), ("gtm", 0.04)])
+def test_pvc_recovers_the_truth_at_clinical_resolution(phantoms, tmp_path, pvc, tolerance):
+    """With partial-volume correction at the system FWHM (11 mm) the cumulative dose of every tumour is the
+    LED truth within the stated tolerance (issue 12 asks ≥ 10 mL within 10 %). Measured over seeds 3–5
+    (2.6–266 mL): rc −0.2 to +4.0 %, gtm −1.7 to +2.7 %; without PVC the same tumours are 17–57 % low."""
     folder = phantoms["clinical"]["dir"]
-    text = phantoms["clinical"]["manifest"].read_text().replace('pvc = "none"', 'pvc = "rc"')
+    text = phantoms["clinical"]["manifest"].read_text().replace('pvc = "none"', f'pvc = "{pvc}"')
     text = re.sub(r'^(\s*(?:path|tumours|ct) = ")', lambda m: m.group(1) + f"{folder}/", text, flags=re.M)
-    m = tmp_path / "manifest_rc.toml"
-    m.write_text(text)
-    with pytest.raises(InputError, match="pvc"):
-        run_patient(m, tmp_path / "o")
-    assert not (tmp_path / "o").exists()
+    manifest = tmp_path / f"manifest_{pvc}.toml"
+    manifest.write_text(text)
+    run_patient(manifest, tmp_path / "o")
+    run = dict(phantoms["clinical"], tumours=pd.read_csv(tmp_path / "o" / "tumours.csv"))
+    df = _joined(run)
+    err = df["dose_all_cycles_gy"] / df["dose_all_cycles_gy_true"] - 1.0
+    assert (err[df["baseline_volume_ml"] >= 10].abs() < 0.10).all(), err.tolist()
+    assert (err.abs() < tolerance).all(), err.tolist()
+    # the dose map is scaled inside each tumour by the same factor, so its VOI means follow the table
+    uncorrected = sitk.GetArrayFromImage(sitk.ReadImage(str(phantoms["clinical"]["out"] / "dose_cycle1.nrrd")))
+    corrected = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "o" / "dose_cycle1.nrrd")))
+    assert corrected.sum() > uncorrected.sum()
 
 
 def test_cli_dosimetry(phantoms, tmp_path, capsys):
