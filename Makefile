@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/ludoseresponse demo --out demo_output
+	$(VENV)/bin/ludoseresponse demo --out demo_output --phantoms 10
 
 test: $(STAMP)
 	@$(DICOM_VALIDATOR)
