@@ -17,7 +17,8 @@ The exploratory baseline-volume analysis uses every tumour, including those belo
 baseline-volume cut-off, as the paper did ("the 4 cm³ volume cutoff was not required, and
 volume data on 118 tumors could be included"); every other analysis uses the kept tumours.
 Each block is computed independently: a block that cannot be estimated holds
-``{"error": "..."}`` and the others are still computed. The key layout is the contract
+``{"error": "...", "error_type": "..."}`` and the others are still computed (``BLOCK_FAILURES`` is the rule
+for what counts as a block's own failure). The key layout is the contract
 ``contracts/cohort-and-analysis.md`` (schema ``ludoseresponse.analysis/1``).
 """
 
@@ -133,15 +134,27 @@ def json_ready(obj):
     return obj
 
 
+# A block's own failure: the library's errors (a model that cannot be estimated on these data) and the
+# numerical failures numpy/scipy/math raise from the model code (math domain, overflow, a singular matrix).
+# They are recorded with their type and logged with the traceback, so a defect is never silent. Any other
+# exception (TypeError, KeyError, AttributeError, ...) is a programming error and propagates.
+BLOCK_FAILURES = (LuDoseResponseError, ArithmeticError, ValueError, np.linalg.LinAlgError)
+
+
 def _run_block(name: str, warnings: list[str], fn: Callable[[], dict]) -> dict:
-    """Run one analysis block; a block that cannot be estimated becomes {"error": ...}."""
+    """Run one analysis block; a block that cannot be estimated becomes ``{"error", "error_type"}``."""
     try:
         return fn()
-    except (LuDoseResponseError, np.linalg.LinAlgError) as exc:
-        msg = str(exc) or type(exc).__name__
+    except BLOCK_FAILURES as exc:
+        kind = type(exc).__name__
+        msg = str(exc) or kind
+        if isinstance(exc, LuDoseResponseError):
+            log.warning("%s: not estimated: %s", name, msg)
+        else:
+            msg = f"numerical failure in the model code ({kind}: {msg})"
+            log.warning("%s: not estimated: %s", name, msg, exc_info=True)
         warnings.append(f"{name}: not estimated: {msg}")
-        log.warning("%s: not estimated: %s", name, msg)
-        return {"error": msg}
+        return {"error": msg, "error_type": kind}
 
 
 def _summary(df) -> dict:
