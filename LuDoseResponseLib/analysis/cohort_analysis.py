@@ -11,7 +11,9 @@ Warfvinge et al., J Nucl Med 2024;65:1070, "Statistical Analysis":
 - complementary (when the table has ``dose_all_cycles_gy`` / ``activity_all_cycles_gbq``): the
   response-group comparison with dose and activity over all delivered cycles against the best
   response after all treatment (``dv_all_cycles``, where given) — ``response_groups_all_cycles``,
-  an extension of the contract.
+  an extension of the contract;
+- extension ``roc_predicted_tcp``: the ROC of the model-predicted TCP per tumour (population level and
+  conditional on the patient modes) with the Youden threshold as TCP, dose and odds (stats/tcp_roc.py).
 
 The exploratory baseline-volume analysis uses every tumour, including those below the
 baseline-volume cut-off, as the paper did ("the 4 cm³ volume cutoff was not required, and
@@ -95,11 +97,14 @@ class AnalysisResult:
     dose_response: dict
     baseline_volume: dict
     response_groups_all_cycles: dict | None = None
+    roc_predicted_tcp: dict | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict:
         extra = {} if self.response_groups_all_cycles is None else {
             "response_groups_all_cycles": self.response_groups_all_cycles}
+        if self.roc_predicted_tcp is not None:
+            extra["roc_predicted_tcp"] = self.roc_predicted_tcp
         return json_ready({
             "schema": SCHEMA,
             "software": {"name": "LuDoseResponse", "version": __version__},
@@ -266,6 +271,15 @@ def _roc(df, settings: AnalysisSettings, warnings: list[str]) -> dict:
     return out
 
 
+def _roc_predicted_tcp(df, settings: AnalysisSettings) -> dict:
+    """Extension ``roc_predicted_tcp``: ROC of the GLMM-predicted TCP (population and conditional) with
+    the population Youden threshold as TCP, dose and odds (stats/tcp_roc.py)."""
+    from LuDoseResponseLib.stats.tcp_roc import predicted_tcp_roc
+
+    return predicted_tcp_roc(df["dose_gy"].to_numpy(float), df["grade"].to_numpy(str), df["responder"].to_numpy(int),
+                             df["patient"].to_numpy(str), n_boot=int(settings.bootstrap), seed=int(settings.seed))
+
+
 def _dose_response(df, settings: AnalysisSettings, warnings: list[str]) -> dict:
     from LuDoseResponseLib.stats.nlmm import fit_asymptotic_nlmm
 
@@ -297,6 +311,7 @@ def analyze_cohort(cohort: Cohort, settings: AnalysisSettings | None = None) -> 
     all_cycles = _response_groups_all_cycles(df, settings, warnings)
     tcp = _run_block("tcp", warnings, lambda: _tcp(df, settings))
     roc = _roc(df, settings, warnings)
+    roc_predicted_tcp = _run_block("roc_predicted_tcp", warnings, lambda: _roc_predicted_tcp(df, settings))
     dose_response = _dose_response(df, settings, warnings)
     baseline_volume = _baseline_volume(cohort.table, settings, warnings)
     return AnalysisResult(
@@ -310,5 +325,6 @@ def analyze_cohort(cohort: Cohort, settings: AnalysisSettings | None = None) -> 
         dose_response=dose_response,
         baseline_volume=baseline_volume,
         response_groups_all_cycles=all_cycles,
+        roc_predicted_tcp=roc_predicted_tcp,
         warnings=tuple(warnings),
     )
