@@ -49,3 +49,16 @@ def test_predicted_tcp_roc_matches_proc_on_glmer_predictions(name, stats_referen
 def test_paper_odds_at_a_65_percent_threshold():
     # Warfvinge et al. 2024: "the optimal threshold (Youden J) TCP was 65 %, ... an odds ratio of 1.85"
     assert 0.65 / (1 - 0.65) == pytest.approx(1.85, abs=0.01)
+
+
+def test_report_shows_the_predicted_tcp_roc(stats_reference_dir, tmp_path):
+    from LuDoseResponseLib.cli import main as cli_main
+
+    rc = cli_main(["-q", "analyze", str(stats_reference_dir / "paper_like_s1202.csv"), "--out", str(tmp_path),
+                   "--min-baseline-volume", "0", "--bootstrap", "0"])
+    assert rc == 0
+    ref = json.loads((stats_reference_dir / "paper_like_s1202.json").read_text())
+    html_text = (tmp_path / "report.html").read_text()
+    assert "ROC of the model-predicted TCP" in html_text
+    dose = ref["roc"]["G2"]["p_pop_grade_sep_laplace"]["youden_threshold_as_dose"][0]["dose_gy"]
+    assert f"{dose:.4g} Gy" in html_text  # the R Youden dose, rendered to 4 significant digits
