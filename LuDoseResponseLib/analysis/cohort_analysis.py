@@ -11,13 +11,16 @@ Warfvinge et al., J Nucl Med 2024;65:1070, "Statistical Analysis":
 - complementary (when the table has ``dose_all_cycles_gy`` / ``activity_all_cycles_gbq``): the
   response-group comparison with dose and activity over all delivered cycles against the best
   response after all treatment (``dv_all_cycles``, where given) — ``response_groups_all_cycles``,
-  an extension of the contract.
+  an extension of the contract;
+- extension ``roc_predicted_tcp``: the ROC of the model-predicted TCP per tumour (population level and
+  conditional on the patient modes) with the Youden threshold as TCP, dose and odds (stats/tcp_roc.py).
 
 The exploratory baseline-volume analysis uses every tumour, including those below the
 baseline-volume cut-off, as the paper did ("the 4 cm³ volume cutoff was not required, and
 volume data on 118 tumors could be included"); every other analysis uses the kept tumours.
 Each block is computed independently: a block that cannot be estimated holds
-``{"error": "..."}`` and the others are still computed. The key layout is the contract
+``{"error": "...", "error_type": "..."}`` and the others are still computed (``BLOCK_FAILURES`` is the rule
+for what counts as a block's own failure). The key layout is the contract
 ``contracts/cohort-and-analysis.md`` (schema ``ludoseresponse.analysis/1``).
 """
 
@@ -94,11 +97,14 @@ class AnalysisResult:
     dose_response: dict
     baseline_volume: dict
     response_groups_all_cycles: dict | None = None
+    roc_predicted_tcp: dict | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict:
         extra = {} if self.response_groups_all_cycles is None else {
             "response_groups_all_cycles": self.response_groups_all_cycles}
+        if self.roc_predicted_tcp is not None:
+            extra["roc_predicted_tcp"] = self.roc_predicted_tcp
         return json_ready({
             "schema": SCHEMA,
             "software": {"name": "LuDoseResponse", "version": __version__},
@@ -133,15 +139,27 @@ def json_ready(obj):
     return obj
 
 
+# A block's own failure: the library's errors (a model that cannot be estimated on these data) and the
+# numerical failures numpy/scipy/math raise from the model code (math domain, overflow, a singular matrix).
+# They are recorded with their type and logged with the traceback, so a defect is never silent. Any other
+# exception (TypeError, KeyError, AttributeError, ...) is a programming error and propagates.
+BLOCK_FAILURES = (LuDoseResponseError, ArithmeticError, ValueError, np.linalg.LinAlgError)
+
+
 def _run_block(name: str, warnings: list[str], fn: Callable[[], dict]) -> dict:
-    """Run one analysis block; a block that cannot be estimated becomes {"error": ...}."""
+    """Run one analysis block; a block that cannot be estimated becomes ``{"error", "error_type"}``."""
     try:
         return fn()
-    except (LuDoseResponseError, np.linalg.LinAlgError) as exc:
-        msg = str(exc) or type(exc).__name__
+    except BLOCK_FAILURES as exc:
+        kind = type(exc).__name__
+        msg = str(exc) or kind
+        if isinstance(exc, LuDoseResponseError):
+            log.warning("%s: not estimated: %s", name, msg)
+        else:
+            msg = f"numerical failure in the model code ({kind}: {msg})"
+            log.warning("%s: not estimated: %s", name, msg, exc_info=True)
         warnings.append(f"{name}: not estimated: {msg}")
-        log.warning("%s: not estimated: %s", name, msg)
-        return {"error": msg}
+        return {"error": msg, "error_type": kind}
 
 
 def _summary(df) -> dict:
@@ -253,6 +271,15 @@ def _roc(df, settings: AnalysisSettings, warnings: list[str]) -> dict:
     return out
 
 
+def _roc_predicted_tcp(df, settings: AnalysisSettings) -> dict:
+    """Extension ``roc_predicted_tcp``: ROC of the GLMM-predicted TCP (population and conditional) with
+    the population Youden threshold as TCP, dose and odds (stats/tcp_roc.py)."""
+    from LuDoseResponseLib.stats.tcp_roc import predicted_tcp_roc
+
+    return predicted_tcp_roc(df["dose_gy"].to_numpy(float), df["grade"].to_numpy(str), df["responder"].to_numpy(int),
+                             df["patient"].to_numpy(str), n_boot=int(settings.bootstrap), seed=int(settings.seed))
+
+
 def _dose_response(df, settings: AnalysisSettings, warnings: list[str]) -> dict:
     from LuDoseResponseLib.stats.nlmm import fit_asymptotic_nlmm
 
@@ -284,6 +311,7 @@ def analyze_cohort(cohort: Cohort, settings: AnalysisSettings | None = None) -> 
     all_cycles = _response_groups_all_cycles(df, settings, warnings)
     tcp = _run_block("tcp", warnings, lambda: _tcp(df, settings))
     roc = _roc(df, settings, warnings)
+    roc_predicted_tcp = _run_block("roc_predicted_tcp", warnings, lambda: _roc_predicted_tcp(df, settings))
     dose_response = _dose_response(df, settings, warnings)
     baseline_volume = _baseline_volume(cohort.table, settings, warnings)
     return AnalysisResult(
@@ -297,5 +325,6 @@ def analyze_cohort(cohort: Cohort, settings: AnalysisSettings | None = None) -> 
         dose_response=dose_response,
         baseline_volume=baseline_volume,
         response_groups_all_cycles=all_cycles,
+        roc_predicted_tcp=roc_predicted_tcp,
         warnings=tuple(warnings),
     )

@@ -260,6 +260,31 @@ def _section_roc(a: dict) -> str:
             + _table(["grade", "AUC", "95 % CI DeLong", "95 % CI bootstrap", "Youden threshold(s)", "at dose"], rows))
 
 
+def _section_roc_predicted_tcp(a: dict) -> str:
+    if "roc_predicted_tcp" not in a:
+        return ""
+
+    def render(b):
+        rows = []
+        for g, pg in b.get("per_grade", {}).items():
+            pop, cond = pg.get("population", {}), pg.get("conditional", {})
+            youden = "; ".join(
+                f"TCP {_fmt(y['tcp'])} = {_fmt(y['dose_gy'])} Gy (sens {_fmt(y['sensitivity'])}, spec "
+                f"{_fmt(y['specificity'])}; odds {_fmt(y['odds'])}, 95 % CI {_fmt(y['odds_ci_low'])}–"
+                f"{_fmt(y['odds_ci_high'])})" for y in pg.get("youden_population", []))
+            cond_youden = "; ".join(f"TCP {_fmt(y['threshold_tcp'])}" for y in cond.get("youden", []))
+            rows.append([g, pop.get("auc"), pop.get("auc_ci_delong"), youden, cond.get("auc"),
+                         cond.get("auc_ci_delong"), cond_youden])
+        return (f"<p><code>{html.escape(str(b.get('formula', '')))}</code> (Laplace). Population level: random "
+                "effect 0, a monotone function of dose within a grade (its AUC equals the dose AUC); conditional: "
+                "with the patients' conditional modes. Odds at the threshold t are t/(1 − t), CI from the GLMM "
+                "linear predictor at the threshold dose.</p>"
+                + _table(["grade", "AUC (population)", "95 % CI DeLong", "Youden threshold (population)",
+                          "AUC (conditional)", "95 % CI DeLong", "Youden threshold (conditional)"], rows)
+                + _warnings(b))
+    return "<h2>ROC of the model-predicted TCP (extension)</h2>" + _error_or(a.get("roc_predicted_tcp"), render)
+
+
 def _section_dose_response(a: dict) -> str:
     out = "<h2>Dose–response (mixed asymptotic model Δv = A(1 − e^(−D/s)))</h2>"
     for name, block in (a.get("dose_response") or {}).items():
@@ -318,7 +343,8 @@ def write_report_html(analysis: dict, figure_paths: list[Path], out_dir: str | P
         _section_response_groups(analysis, "response_groups_all_cycles",
                                  "Complementary: dose and activity over all delivered cycles"),
         _section_tcp(analysis),
-        _section_roc(analysis), _section_dose_response(analysis), _section_baseline_volume(analysis),
+        _section_roc(analysis), _section_roc_predicted_tcp(analysis), _section_dose_response(analysis),
+        _section_baseline_volume(analysis),
         "<h2>Warnings</h2>" + (_warnings(analysis) or "<p>none</p>"),
         "<h2>Figures</h2>" + figs,
         "<p class='foot'>Method: Warfvinge et al., J Nucl Med 2024;65:1070. Statistics re-implemented in Python "

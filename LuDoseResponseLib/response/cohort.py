@@ -8,9 +8,13 @@ a sphere), and exclusion of tumours below 4 cm³ on the baseline CT. Both are co
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import logging
 import math
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,18 +69,68 @@ def _line(row_index: int) -> str:
     return f"row {row_index + 1} (line {row_index + 2})"
 
 
+# a decimal number in ASCII digits, as written by R, Python and spreadsheets in the C locale; rejects
+# full-width or Arabic-Indic digits, digit-group underscores ("1_000"), "inf"/"nan" and hex, which
+# Python's float() would accept
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
+def _is_blank(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
+
+
 def _as_float(value) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = value.strip()
-        if value == "":
-            return None
-    try:
+    """The number in a CSV cell, or None when the cell is not a plain decimal number."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
         out = float(value)
-    except (TypeError, ValueError):
+        return out if math.isfinite(out) else None
+    if not isinstance(value, str):
         return None
-    return out
+    text = value.strip(" \t")
+    if not _NUMBER.fullmatch(text):
+        return None
+    out = float(text)
+    return out if math.isfinite(out) else None
+
+
+def _raw(value) -> str:
+    """A cell as the user wrote it, quoted, so invisible or look-alike characters show."""
+    return repr(value) if isinstance(value, str) else repr(str(value))
+
+
+def _number_problem(raw) -> str:
+    """Why a cell is not accepted as a number, showing the cell as written."""
+    if _is_blank(raw):
+        return "empty value; a number is required"
+    text = str(raw).strip()
+    if text.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+        return f"{text} is not a finite number"
+    return (f"{_raw(raw)} is not a number (write plain decimal numbers: ASCII digits 0-9, '.' as the "
+            "decimal point, no digit grouping)")
+
+
+def normalise_identifier(value: str) -> str:
+    """NFC, format characters (zero-width space, BOM, joiners: Unicode category Cf) removed, other
+    space characters (NBSP, ...) made plain spaces, and leading/trailing whitespace stripped."""
+    text = unicodedata.normalize("NFC", value)
+    text = "".join(" " if unicodedata.category(ch) in ("Zs", "Zl", "Zp") else ch
+                   for ch in text if unicodedata.category(ch) != "Cf")
+    return text.strip()
+
+
+def _check_columns(columns, source: str) -> list[str]:
+    """Normalised header names; a duplicate (after normalisation) or empty name is an error."""
+    names = [normalise_identifier(str(c)) for c in columns]
+    seen: dict[str, int] = {}
+    for k, name in enumerate(names):
+        if name == "":
+            raise CohortError(f"{source}: header column {k + 1} has no name; name every column")
+        if name in seen:
+            raise CohortError(f"{source}: duplicate column '{name}' (header columns {seen[name] + 1} and {k + 1}, "
+                              f"written {_raw(str(columns[seen[name]]))} and {_raw(str(columns[k]))}); "
+                              "each column may appear once")
+        seen[name] = k
+    return names
 
 
 def validate_cohort_table(df, *, source: str = "<table>",
@@ -95,7 +149,7 @@ def validate_cohort_table(df, *, source: str = "<table>",
         raise CohortError(f"minimum baseline volume must be a finite number >= 0 cm3, got {min_baseline_volume_cm3}")
 
     df = df.copy()
-    df.columns = [str(c).strip() for c in df.columns]
+    df.columns = _check_columns(list(df.columns), source)
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise CohortError(f"{source}: missing column(s) {', '.join(missing)}; the cohort table needs "
@@ -106,8 +160,15 @@ def validate_cohort_table(df, *, source: str = "<table>",
     problems: list[str] = []
     warnings: list[str] = []
     for col in ("patient", "tumor", "grade"):
-        df[col] = df[col].map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v))
-                              else str(v).strip())
+        raw_ids = ["" if _is_blank(v) else str(v) for v in df[col].tolist()]
+        ids = [normalise_identifier(v) for v in raw_ids]
+        changed = [i for i, (a, b) in enumerate(zip(raw_ids, ids, strict=True)) if a.strip(" \t") != b]
+        if changed:
+            i = changed[0]
+            warnings.append(f"column '{col}': {len(changed)} identifier(s) contained invisible, format or "
+                            f"non-standard space characters and were normalised (first at {_line(i)}: "
+                            f"{_raw(raw_ids[i])} read as {_raw(ids[i])}); fix the table to silence this")
+        df[col] = ids
         for i in np.flatnonzero(df[col].to_numpy() == ""):
             problems.append(f"{_line(i)}, column '{col}': empty value")
 
@@ -116,24 +177,24 @@ def validate_cohort_table(df, *, source: str = "<table>",
             problems.append(f"{_line(i)}, column 'grade': unknown grade '{g}' (use G1 or G2)")
 
     numeric = {}
+    raw_cells: dict[str, list] = {}
     for col in NUMERIC_COLUMNS + tuple(c for c in OPTIONAL_NUMERIC_COLUMNS if c in df.columns):
         optional = col in OPTIONAL_NUMERIC_COLUMNS
         values = np.full(len(df), np.nan)
-        for i, raw in enumerate(df[col].tolist()):
+        raw_cells[col] = df[col].tolist()
+        for i, raw in enumerate(raw_cells[col]):
             v = _as_float(raw)
             if v is None:
-                if optional and (raw is None or (isinstance(raw, float) and math.isnan(raw)) or str(raw).strip() == ""):
+                if optional and _is_blank(raw):
                     continue
-                problems.append(f"{_line(i)}, column '{col}': '{raw}' is not a number")
-            elif not math.isfinite(v):
-                problems.append(f"{_line(i)}, column '{col}': {raw} is not a finite number")
+                problems.append(f"{_line(i)}, column '{col}': {_number_problem(raw)}")
             else:
                 values[i] = v
         numeric[col] = values
 
     def check(col, bad_mask, what):
         for i in np.flatnonzero(bad_mask):
-            problems.append(f"{_line(i)}, column '{col}': {numeric[col][i]:g} {what}")
+            problems.append(f"{_line(i)}, column '{col}': {str(raw_cells[col][i]).strip()} {what}")
 
     with np.errstate(invalid="ignore"):
         check("dose_gy", numeric["dose_gy"] < 0, "is negative; absorbed dose must be >= 0 Gy")
@@ -162,10 +223,10 @@ def validate_cohort_table(df, *, source: str = "<table>",
     if "responder" in df.columns:
         for i, raw in enumerate(df["responder"].tolist()):
             v = _as_float(raw)
-            if v is None and (raw is None or str(raw).strip() in ("", "nan")):
+            if v is None and _is_blank(raw):
                 continue
             if v not in (0.0, 1.0):
-                problems.append(f"{_line(i)}, column 'responder': '{raw}' must be 0 or 1")
+                problems.append(f"{_line(i)}, column 'responder': {_raw(raw)} must be 0 or 1")
             elif not np.isnan(dv[i]) and int(v) != responder[i]:
                 problems.append(f"{_line(i)}, column 'responder': {int(v)} disagrees with dv = {dv[i]:g} "
                                 f"(responder means dv >= {responder_threshold:g}); fix the value or drop the "
@@ -220,11 +281,20 @@ def load_cohort_csv(path: str | Path, *, responder_threshold: float = DEFAULT_RE
     if not path.is_file():
         raise CohortError(f"cohort file {path} does not exist or is not a file")
     raw = path.read_bytes()
+    how = "save it as comma-separated UTF-8 with a header line"
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise CohortError(f"{path}: cannot be read as a CSV table ({exc}); save it as comma-separated UTF-8 "
-                          "with a header line") from None
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CohortError(f"{path}: is not UTF-8 text ({exc}); {how}") from None
+    if "\x00" in text:
+        raise CohortError(f"{path}: contains NUL bytes, so it is not a text table; {how}")
+    try:
+        header = next(csv.reader(io.StringIO(text)), [])
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as exc:
+        raise CohortError(f"{path}: cannot be read as a CSV table ({exc}); {how}") from None
+    if len(header) == len(df.columns):
+        df.columns = header  # pandas renames a repeated name to 'name.1'; the validation must see the repeat
     return validate_cohort_table(df, source=str(path), responder_threshold=responder_threshold,
                                  min_baseline_volume_cm3=min_baseline_volume_cm3,
                                  sha256=hashlib.sha256(raw).hexdigest())

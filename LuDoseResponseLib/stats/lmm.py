@@ -188,7 +188,8 @@ def _within_residual_sd(lay: _Layout) -> tuple[float, int]:
 def _collapsed_beta(lay: _Layout) -> np.ndarray:
     """Limit of the GLS estimate as var_residual -> 0: exact within-patient fit, patients weighted equally."""
     beta_w, _, _, _ = np.linalg.lstsq(lay.xc, lay.yc, rcond=None)
-    _, sv, vt = np.linalg.svd(lay.xc, full_matrices=True)
+    # thin SVD: vt is p x p when n >= p (a full SVD would build an n x n U, quadratic in tumours)
+    _, sv, vt = np.linalg.svd(lay.xc, full_matrices=lay.n < lay.p)
     rank = int(np.sum(sv > sv.max(initial=0.0) * max(lay.xc.shape) * np.finfo(float).eps)) if sv.size else 0
     null = vt[rank:].T
     if null.shape[1] == 0:
@@ -257,6 +258,11 @@ def fit_random_intercept_lmm(
     if np.any(codes < 0) or not (np.all(np.isfinite(y)) and np.all(np.isfinite(x))):
         raise InputError("y, X and patient must be complete and finite; remove the incomplete rows")
     q = len(labels)
+    if q < 2:
+        raise ModelFitError(
+            f"{q} patient(s): the patient variance needs at least 2 patients (lme4: 'grouping factors "
+            "must have > 1 sampled level'); analyse more patients or use a model without patient effects"
+        )
     if np.linalg.matrix_rank(x) < x.shape[1]:
         raise ModelFitError(f"the fixed-effects design (n={x.shape[0]}, p={x.shape[1]}) is rank deficient")
     if q >= y.size:
@@ -760,7 +766,11 @@ def _check_level(level: Any, expected: Any, what: str) -> None:
 
 def _se(vcov: np.ndarray, lvec: tuple[float, float]) -> float:
     lv = np.asarray(lvec)
-    return math.sqrt(float(lv @ vcov @ lv))
+    variance = float(lv @ vcov @ lv)
+    if not variance >= 0.0:
+        raise ModelFitError(f"the variance of the linear function {tuple(lvec)} of the fixed effects is "
+                            f"{variance:.3g} (negative or not finite): no standard error")
+    return math.sqrt(variance)
 
 
 def _t_test_p(estimate: float, se: float | None, df: float | None) -> float | None:

@@ -209,14 +209,15 @@ def _nls_gauss_newton(dose: np.ndarray, y: np.ndarray, a0: float, s0: float) -> 
     for _ in range(51):
         e = np.exp(-dose / theta[1])
         jac = np.column_stack((1.0 - e, -theta[0] * e * dose / theta[1] ** 2))  # d f / d theta
-        q, rr = np.linalg.qr(jac, mode="complete")
+        q, rr = np.linalg.qr(jac, mode="reduced")  # n x 2 (a complete Q would be n x n)
         if np.min(np.abs(np.diag(rr))) <= 1e-7 * np.max(np.abs(np.diag(rr))):
             return None  # singular gradient
         qty = q.T @ r
-        rest = float(qty[2:] @ qty[2:])
-        if rest == 0.0 or math.sqrt(float(qty[:2] @ qty[:2]) / rest) < 1e-5:
+        r_perp = r - q @ qty  # the part of r orthogonal to the gradient (R's qr.qty rows 3..n)
+        rest = float(r_perp @ r_perp)
+        if rest == 0.0 or math.sqrt(float(qty @ qty) / rest) < 1e-5:
             return theta
-        incr = np.linalg.solve(rr[:2], qty[:2])
+        incr = np.linalg.solve(rr, qty)
         while True:
             cand = theta + fac * incr
             if cand[1] > 0.0:
@@ -578,17 +579,30 @@ def fit_asymptotic_nlmm(dose_gy: Any, dv: Any, patient: Any, grade: Any, *, grad
         warnings.extend(_identifiability_warnings(g, a, s, va, vs, cas, des.dose_gy[des.grade_idx == k]))
         curves[g] = asymptotic_curve(a, s, np.array([[va, cas], [cas, vs]]), grid)
 
-    sw = stats.shapiro(resid1)
+    sw_w, sw_p = _shapiro_wilk(np.asarray(resid1), warnings)
     for w in warnings:
         logger.warning("fit_asymptotic_nlmm %s: %s", "+".join(grades), w)
     return AsymptoticNlmmResult(
         grades=grades, coefficient_names=names, fixef=tuple(map(float, beta)),
         vcov=tuple(tuple(map(float, row)) for row in vcov), per_grade=per_grade,
         random_amplitude_sd=float(sd_b), residual_sd=math.sqrt(sig2), loglik=float(loglik),
-        shapiro_wilk_w=float(sw.statistic), shapiro_wilk_p=float(sw.pvalue), curves=curves,
+        shapiro_wilk_w=sw_w, shapiro_wilk_p=sw_p, curves=curves,
         converged=converged, iterations=iterations, singular=bool(singular), n_obs=n_obs,
         n_patients=len(des.patients), random_effects={pt: float(b) for pt, b in zip(des.patients, blup, strict=True)},
         residuals_level1=tuple(map(float, resid1)), start=start_info, estimator=estimator, warnings=tuple(warnings))
+
+
+SHAPIRO_WILK_MAX_N = 5000  # R shapiro.test: "sample size must be between 3 and 5000"
+
+
+def _shapiro_wilk(resid: np.ndarray, warnings: list[str]) -> tuple[float, float]:
+    """Shapiro-Wilk W and p of the level-1 residuals, as R ``shapiro.test`` (NaN outside 3..5000)."""
+    if not 3 <= resid.size <= SHAPIRO_WILK_MAX_N:
+        warnings.append(f"Shapiro-Wilk test of the residuals not computed: {resid.size} residuals, the test is "
+                        f"defined for 3 to {SHAPIRO_WILK_MAX_N} (R shapiro.test); inspect a Q-Q plot instead")
+        return math.nan, math.nan
+    sw = stats.shapiro(resid)
+    return float(sw.statistic), float(sw.pvalue)
 
 
 def _identifiability_warnings(grade: str, a: float, s: float, var_a: float, var_s: float, cov_as: float,

@@ -36,7 +36,8 @@ from ..errors import InputError, ModelFitError
 logger = logging.getLogger(__name__)
 
 CONF_LEVEL = 0.95
-_BOOT_CHUNK = 1000  # bootstrap replicates drawn per chunk (bounds memory; fixed so results do not depend on n)
+_BOOT_CHUNK = 1000  # bootstrap replicates drawn per chunk for groups up to _BOOT_CHUNK_ELEMENTS / _BOOT_CHUNK tumours
+_BOOT_CHUNK_ELEMENTS = 1 << 22  # at most this many (replicate x tumour) cells per chunk array: 32 MiB of float64
 
 
 def _json_threshold(value: float) -> float | str:
@@ -200,6 +201,13 @@ def _delong_ci(v10: np.ndarray, v01: np.ndarray, conf_level: float) -> tuple[flo
     return min(max(lo, 0.0), 1.0), min(max(hi, 0.0), 1.0)
 
 
+def _bootstrap_chunk(n_tumours: int) -> int:
+    """Replicates per chunk: _BOOT_CHUNK, fewer for large groups so that memory stays bounded
+    (a few arrays of _BOOT_CHUNK_ELEMENTS cells). A function of the group size only, so results
+    depend on the data and the seed, not on the machine."""
+    return max(1, min(_BOOT_CHUNK, _BOOT_CHUNK_ELEMENTS // max(n_tumours + 1, 1)))
+
+
 def _bootstrap_aucs(controls: np.ndarray, cases: np.ndarray, direction: str, n_boot: int,
                     rng: np.random.Generator) -> np.ndarray:
     """Stratified bootstrap AUCs (cases and controls resampled separately, direction kept fixed).
@@ -217,8 +225,9 @@ def _bootstrap_aucs(controls: np.ndarray, cases: np.ndarray, direction: str, n_b
     hi = np.searchsorted(ct, cases, side="right")
     p_ctrl, p_case = np.full(n, 1.0 / n), np.full(m, 1.0 / m)
     out = np.empty(n_boot)
-    for start in range(0, n_boot, _BOOT_CHUNK):
-        b = min(_BOOT_CHUNK, n_boot - start)
+    chunk = _bootstrap_chunk(n + m)
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
         v = rng.multinomial(n, p_ctrl, size=b).astype(float)  # counts per sorted control
         w = rng.multinomial(m, p_case, size=b).astype(float)
         cum = np.zeros((b, n + 1))

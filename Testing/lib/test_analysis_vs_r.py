@@ -79,6 +79,16 @@ def _flagged(block: dict) -> bool:
             or block.get("converged") is False)
 
 
+def _kr_failure_flagged(block: dict) -> bool:
+    """The specific condition under which pbkrtest fails in R: ours says KR is not available (or the
+    residual variance collapsed, which is why) and gives no KR p-value; an unrelated warning does not count."""
+    if "error" in block:
+        return True
+    specific = [w for w in block["warnings"]
+                if "Kenward-Roger inference not available" in w or "residual variance collapses" in w]
+    return bool(specific) and block["p_value"] is None
+
+
 # ------------------------------------------------------------------------------ summary
 
 def test_summary_matches_r_data_summary(pair):
@@ -97,32 +107,34 @@ def test_summary_matches_r_data_summary(pair):
 
 # ------------------------------------------------------------------------------ (a) response groups
 
-def _lmm_compare(o: dict, r: dict, what: str, *, mean_keys, diff_sign: float):
-    """Compare one two-group LMM block with R's emmeans (KR) / lmerTest (Satterthwaite) output."""
+def _lmm_compare(o: dict, r: dict, what: str, *, mean_keys, diff_sign: float, full: bool):
+    """Compare one two-group LMM block with R's emmeans (KR) / lmerTest (Satterthwaite) output.
+
+    ``full``: the block has the contract's complete response-group keys (SEs, df, Satterthwaite, variance
+    components), each of which must be present; the baseline-volume block has only means, difference, SE, p.
+    """
     kr = r["emmeans_kenward_roger"]
     sat = r["emmeans_satterthwaite"]
     singular = r["is_singular"]
     if "error" in kr:
         # pbkrtest failed in R (degenerate residual variance): we must flag, not invent a KR p-value
-        assert o.get("p_value") is None or o.get("warnings"), f"{what}: R's KR failed but ours is not flagged"
-        assert o.get("warnings"), f"{what}: R's KR failed ({kr['error'][:60]}), ours has no warning"
+        assert _kr_failure_flagged(o), f"{what}: R's KR failed ({kr['error'][:60]}); ours {o.get('warnings')}"
         return
     lo, hi = mean_keys
     for i, (m, se, df) in enumerate(((f"mean_{lo}", f"se_{lo}", f"df_{lo}"), (f"mean_{hi}", f"se_{hi}", f"df_{hi}"))):
         close(o[m], kr["means"]["emmean"][i], rel=1e-6, abs_=1e-9, what=f"{what} {m}")
-        if se in o:
+        if full:
             close(o[se], kr["means"]["SE"][i], rel=1e-5, what=f"{what} {se} (KR)")
-        if df in o:
             close(o[df], kr["means"]["df"][i], rel=1e-5, what=f"{what} {df} (KR)")
     close(o["difference"], diff_sign * kr["pairwise"]["estimate"][0], rel=1e-6, abs_=1e-9, what=f"{what} difference")
     close(o["difference_se"], kr["pairwise"]["SE"][0], rel=1e-5, what=f"{what} difference_se (KR)")
-    if "difference_df" in o:
+    if full:
         close(o["difference_df"], kr["pairwise"]["df"][0], rel=1e-5, what=f"{what} difference_df (KR)")
     close(o["p_value"], kr["pairwise"]["p.value"][0], abs_=1e-6, what=f"{what} p_value (KR)")
-    if "p_value_satterthwaite" in o:
+    if full:
         close(o["p_value_satterthwaite"], sat["pairwise"]["p.value"][0], abs_=1e-5, what=f"{what} p (Satterthwaite)")
         close(o["difference_df_satterthwaite"], sat["pairwise"]["df"][0], rel=1e-4, what=f"{what} df (Satt.)")
-    if "sd_residual" in o:
+    if full:
         close(o["sd_residual"], r["sd_residual"], rel=1e-4, what=f"{what} sd_residual")
         if singular:
             # README: patient variance within abs 1e-8 * var_residual of R's 0 for singular fits
@@ -145,7 +157,7 @@ def test_response_groups_match_emmeans_kenward_roger(pair):
                 continue
             assert "error" not in o, f"{what}: ours errored ({o.get('error')}) but R estimated it"
             # R's contrast is responder0 - responder1; ours is responder - nonresponder
-            _lmm_compare(o, r, what, mean_keys=("nonresponder", "responder"), diff_sign=-1.0)
+            _lmm_compare(o, r, what, mean_keys=("nonresponder", "responder"), diff_sign=-1.0, full=True)
 
 
 def test_baseline_volume_matches_emmeans(pair):
@@ -159,7 +171,7 @@ def test_baseline_volume_matches_emmeans(pair):
             assert "error" in o or o.get("warnings"), what
             continue
         # R's contrast FALSE - TRUE is small - large, the contract's sign
-        _lmm_compare(o, r, what, mean_keys=("small", "large"), diff_sign=1.0)
+        _lmm_compare(o, r, what, mean_keys=("small", "large"), diff_sign=1.0, full=False)
 
 
 # ------------------------------------------------------------------------------ (b) TCP
@@ -229,6 +241,7 @@ def test_tcp_laplace_matches_glmer(pair):
         assert _flagged(o), f"{what}: R is {'error' if 'error' in r else 'suspect'} but ours is not flagged"
         if r.get("suspect") and any("separation" in s for s in r.get("suspect_reasons", [])):
             assert o.get("separation") is True or "error" in o, f"{what}: separation not flagged"
+            assert "error" in o or any("separation" in w for w in o["warnings"]), f"{what}: no separation warning"
         return
     assert "error" not in o, f"{what}: {o.get('error')}"
     assert o["formula"] == "responder ~ dose_gy + dose_gy:grade + (1 | patient)"
@@ -281,7 +294,8 @@ def test_roc_matches_proc(pair):
             close(mine["sensitivity"], at["sensitivity"][i], abs_=1e-12, what=f"{what} sens@{d}")
             close(mine["specificity"], at["specificity"][i], abs_=1e-12, what=f"{what} spec@{d}")
         if r["auc"] in (0.0, 1.0):
-            assert o["warnings"], f"{what}: AUC of {r['auc']} must carry a warning (degenerate CI)"
+            assert any("perfectly separates" in w for w in o["warnings"]), (
+                f"{what}: AUC of {r['auc']} must carry the degenerate-CI warning, got {o['warnings']}")
 
 
 # ------------------------------------------------------------------------------ (d) dose-response
@@ -331,12 +345,10 @@ def test_dose_response_matches_nlme_lindstrom_bates(pair):
             assert o["random_amplitude_sd"] < 1e-3 * o["residual_sd"], f"{what}: R's random-amplitude SD is ~0"
         close(o["residual_sd"], lb["residual_sd"], rel=1e-5, what=f"{what} residual_sd")
         close_to_either(o["loglik"], lb["logLik"], tight.get("logLik"), abs_=1e-6, what=f"{what} loglik")
-        ml = r.get("ML", {})
-        if "shapiro_wilk" in ml:
-            sw = ml["shapiro_wilk"]["residuals_level1_response"]
-            # our residuals are at the LB fixed point, R's at nlme's early stop: README expects ~1e-3
-            close(o["shapiro_wilk"]["w"], sw["W"], abs_=2e-3, what=f"{what} Shapiro-Wilk W")
-            close(o["shapiro_wilk"]["p_value"], sw["p"], abs_=2e-2, what=f"{what} Shapiro-Wilk p")
+        sw = r["ML"]["shapiro_wilk"]["residuals_level1_response"]  # every public reference has it
+        # our residuals are at the LB fixed point, R's at nlme's early stop: README expects ~1e-3
+        close(o["shapiro_wilk"]["w"], sw["W"], abs_=2e-3, what=f"{what} Shapiro-Wilk W")
+        close(o["shapiro_wilk"]["p_value"], sw["p"], abs_=2e-2, what=f"{what} Shapiro-Wilk p")
 
 
 # ------------------------------------------------------------------------------ default cut-off
@@ -363,4 +375,4 @@ def test_nocutoff_with_default_cutoff_excludes_small_tumours_but_keeps_them_for_
     assert set(tumours.loc[tumours["excluded"] == 1, "tumor"]) == set(raw.loc[raw["baseline_volume_cm3"] < 4, "tumor"])
     for g in GRADES:
         _lmm_compare(ours["baseline_volume"][g], ref["exploratory_big_volume"][g], f"nocutoff baseline_volume.{g}",
-                     mean_keys=("small", "large"), diff_sign=1.0)
+                     mean_keys=("small", "large"), diff_sign=1.0, full=False)

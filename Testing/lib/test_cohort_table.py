@@ -130,3 +130,64 @@ def test_cli_refuses_to_overwrite_its_input(tmp_path):
     rc = cli_main(["-q", "analyze", str(p), "--out", str(tmp_path), "--bootstrap", "0"])
     assert rc == 2
     assert p.read_text() == GOOD
+
+
+# ---- issue 9: look-alike numbers, invisible characters, duplicate headers, raw values in messages ----
+@pytest.mark.parametrize("cell", ["１５０", "١٥٠", "1_000", "0x10", "1,5", "15O", "infinity"])
+def test_non_ascii_or_grouped_numbers_are_rejected_showing_the_raw_cell(tmp_path, cell):
+    # Python's float() reads every one of these except '1,5'/'15O' ('１５０' -> 150.0, '1_000' -> 1000.0)
+    text = _replace_cell(GOOD, 2, "dose_gy", f'"{cell}"')
+    with pytest.raises(CohortError) as err:
+        load_cohort_csv(_write(tmp_path, text))
+    message = str(err.value)
+    assert "row 2 (line 3), column 'dose_gy'" in message
+    assert cell in message
+
+
+def test_dv_just_above_one_shows_the_written_value(tmp_path):
+    text = _replace_cell(GOOD, 1, "dv", "1.0000001")
+    with pytest.raises(CohortError) as err:
+        load_cohort_csv(_write(tmp_path, text))
+    assert "row 1 (line 2), column 'dv': 1.0000001 is outside [0, 1]" in str(err.value)
+
+
+def test_duplicate_header_is_an_error_naming_the_column(tmp_path):
+    lines = GOOD.strip().split("\n")
+    text = "\n".join([lines[0] + ",dose_gy"] + [ln + ",1.0" for ln in lines[1:]]) + "\n"
+    with pytest.raises(CohortError) as err:
+        load_cohort_csv(_write(tmp_path, text))
+    assert "duplicate column 'dose_gy'" in str(err.value)
+    assert "header columns 4 and 9" in str(err.value)
+
+
+def test_duplicate_header_after_normalisation_is_an_error(tmp_path):
+    lines = GOOD.strip().split("\n")
+    text = "\n".join([lines[0] + ",dv\u200b"] + [ln + ",0.1" for ln in lines[1:]]) + "\n"
+    with pytest.raises(CohortError, match="duplicate column 'dv'"):
+        load_cohort_csv(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize("decorated", ["P001\u200b", "\u200bP001", "P001\u00a0", "\ufeffP001", " P001 ",
+                                       "P001\u2060"])
+def test_invisible_characters_do_not_split_a_patient(tmp_path, decorated):
+    text = _replace_cell(GOOD, 2, "patient", f'"{decorated}"')
+    c = load_cohort_csv(_write(tmp_path, text), min_baseline_volume_cm3=0)
+    assert list(c.table["patient"]) == ["P001", "P001", "P002", "P003"]
+    if decorated.strip(" ") != "P001":  # plain spaces are stripped silently; anything else is reported
+        assert any("column 'patient'" in w and "row 2 (line 3)" in w and repr(decorated) in w for w in c.warnings)
+
+
+def test_nfc_normalisation_joins_composed_and_decomposed_ids(tmp_path):
+    composed, decomposed = "P\u00e9", "Pe\u0301"  # 'Pé' written two ways
+    text = _replace_cell(_replace_cell(GOOD, 1, "patient", composed), 2, "patient", decomposed)
+    c = load_cohort_csv(_write(tmp_path, text), min_baseline_volume_cm3=0)
+    assert c.table["patient"].nunique() == 3
+
+
+def test_tumour_of_exactly_the_cutoff_volume_is_kept(tmp_path):
+    # the paper excludes tumours "< 4 cm3": exactly 4.0 is kept, just below is excluded (a '<=' must fail here)
+    text = _replace_cell(_replace_cell(GOOD, 2, "baseline_volume_cm3", "4.0"), 4, "baseline_volume_cm3", "3.999999")
+    c = load_cohort_csv(_write(tmp_path, text))
+    assert list(c.table["excluded"]) == [False, False, False, True]
+    c8 = load_cohort_csv(_write(tmp_path, GOOD), min_baseline_volume_cm3=8.0)  # 8.0 cm3 exactly: kept
+    assert list(c8.table["excluded"]) == [False, True, False, False]
