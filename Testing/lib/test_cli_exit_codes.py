@@ -11,6 +11,7 @@ import shutil
 
 import pytest
 
+from LuDoseResponseLib.cli import COMMANDS
 from LuDoseResponseLib.cli import main as cli_main
 from LuDoseResponseLib.response.synthetic_cohort import generate_cohort
 
@@ -104,7 +105,7 @@ def test_demo_never_replaces_a_users_cohort_csv(capsys, tmp_path):
 def test_no_command_and_unknown_option_are_one_line(capsys):
     assert cli_main([]) == 2
     assert _error_lines(capsys.readouterr().err) == [
-        "ludoseresponse: error: choose a command: demo, analyze, report, inspect (see ludoseresponse --help)"]
+        f"ludoseresponse: error: choose a command: {', '.join(COMMANDS)} (see ludoseresponse --help)"]
     with pytest.raises(SystemExit) as stop:
         cli_main(["analyze", "x.csv", "--out", "o", "--no-such-option"])
     assert stop.value.code == 2
@@ -197,6 +198,9 @@ def test_a_table_with_several_problems_is_still_one_line(capsys, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("patient,tumor,grade,dose_gy,activity_gbq,baseline_volume_cm3,dv\n"
                    "P1,T1,G1,abc,7,5,0.5\nP2,T2,G2,100,7,5,x\n")
-    _assert_user_error(capsys, ["-q", "analyze", str(bad), "--out", str(tmp_path / "out")],
-                       "row 1 (line 2), column 'dose_gy': 'abc' is not a number; row 2 (line 3), column 'dv'")
+    argv = ["-q", "analyze", str(bad), "--out", str(tmp_path / "out")]
+    _assert_user_error(capsys, argv, "row 1 (line 2), column 'dose_gy': 'abc' is not a number")
+    assert cli_main(argv) == 2
+    line = _error_lines(capsys.readouterr().err)[0]
+    assert "; row 2 (line 3), column 'dv': 'x' is not a number" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]
