@@ -61,6 +61,8 @@ class AnalysisSettings:
     def __post_init__(self):
         if self.glmm_method not in GLMM_METHODS:
             raise InputError(f"glmm_method must be one of {', '.join(GLMM_METHODS)}, got '{self.glmm_method}'")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer) or self.seed < 0:
+            raise InputError(f"seed must be a whole number >= 0, got {self.seed!r}")
         if int(self.bootstrap) < 0:
             raise InputError(f"bootstrap must be >= 0 replicates, got {self.bootstrap}")
         for d in self.doses:

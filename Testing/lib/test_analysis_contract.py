@@ -167,3 +167,14 @@ def test_all_cycles_block_is_the_response_group_analysis_of_the_all_cycles_colum
     b = json.loads((tmp_path / "o" / "analysis.json").read_text())
     assert "response_groups_all_cycles" not in b
     assert a["response_groups_all_cycles"] == b["response_groups"]
+
+
+def test_settings_refuse_a_negative_or_fractional_seed():
+    """From Python, as from the CLI, a bootstrap seed must be a whole number >= 0 (numpy would fail deep inside)."""
+    from LuDoseResponseLib.analysis import AnalysisSettings
+    from LuDoseResponseLib.errors import InputError
+
+    for bad in (-1, 1.5, True):
+        with pytest.raises(InputError, match="seed must be a whole number"):
+            AnalysisSettings(seed=bad)
+    assert AnalysisSettings(seed=0).seed == 0
