@@ -31,6 +31,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/stats.py
 	$(PY) benchmarks/doserate.py
+	$(PY) benchmarks/pipeline.py
+	$(PY) benchmarks/cohort_scale.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check LuDoseResponseLib LuDoseResponse Testing benchmarks
