@@ -88,9 +88,10 @@ def _polish(tt, y, w, amp, lam, steps: int = 4):
         return a, (w * (a * e - y) * (-a * tt * e)).sum(0)
 
     l0, l1 = lam, lam * (1 + 1e-7)
-    g0 = amplitude_and_grad(l0)[1]
-    a1, g1 = amplitude_and_grad(l1)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # a diverging secant step may overflow: such voxels fail the checks below and keep their LM iterate
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        g0 = amplitude_and_grad(l0)[1]
+        a1, g1 = amplitude_and_grad(l1)
         for _ in range(steps):
             step = np.where(g1 != g0, g1 * (l1 - l0) / (g1 - g0), 0.0)
             l0, g0 = l1, g1
