@@ -19,14 +19,15 @@ from pathlib import Path
 from LuDoseResponseLib.errors import InputError
 
 
-def _final_mode(target: Path) -> int:
-    """Permission bits for ``target``: kept if it exists, else 0o666 less the process umask."""
+def replacement_mode(target: Path, new_mode: int = 0o666) -> int:
+    """Permission bits for what replaces ``target``: its own if it exists, else ``new_mode`` less the umask
+    (0o666 for a file, 0o777 for a folder, as ``open`` and ``mkdir`` give)."""
     try:
         return stat.S_IMODE(target.stat().st_mode)
     except FileNotFoundError:
         umask = os.umask(0)
         os.umask(umask)
-        return 0o666 & ~umask
+        return new_mode & ~umask
 
 
 @contextlib.contextmanager
@@ -46,7 +47,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.chmod(tmp, _final_mode(target))
+        os.chmod(tmp, replacement_mode(target))
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -27,14 +27,13 @@ import json
 import logging
 import os
 import shutil
-import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from LuDoseResponseLib.errors import InputError
-from LuDoseResponseLib.files import user_environment_error
+from LuDoseResponseLib.files import replacement_mode, user_environment_error
 from LuDoseResponseLib.locks import exclusive_lock, is_locked_by_another, try_lock
 
 log = logging.getLogger(__name__)
@@ -159,16 +158,6 @@ def _fsync(path: Path, *, directory: bool = False) -> None:
         os.close(fd)
 
 
-def _folder_mode(out_dir: Path) -> int:
-    """Permission bits of the published folder: those of the folder it replaces, else 0o777 less the umask."""
-    try:
-        return stat.S_IMODE(out_dir.stat().st_mode)
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o777 & ~umask
-
-
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
@@ -236,7 +225,7 @@ class OutputSet:
         self.release_stage_lock()  # under the folder's lock no one can take the stage for stale meanwhile
         (self.stage / _STAGE_LOCK).unlink()
         _fsync(self.stage, directory=True)
-        os.chmod(self.stage, _folder_mode(self.out_dir))
+        os.chmod(self.stage, replacement_mode(self.out_dir, 0o777))
         if not self.out_dir.exists():
             os.rename(self.stage, self.out_dir)
         elif _exchange(self.stage, self.out_dir):

@@ -34,3 +34,16 @@ def parse_number_list(text: str, what: str) -> tuple[float, ...]:
     if not parts:
         raise InputError(f"{what}: give at least one number, comma-separated (e.g. 76,135)")
     return tuple(parse_number(p, what) for p in parts)
+
+
+def positive_number(value, what: str) -> float:
+    """A function argument that must be a finite number > 0 (not a bool, not text); InputError naming ``what``."""
+    if isinstance(value, bool):
+        raise InputError(f"{what} must be a finite number > 0, got {value!r}")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be a finite number > 0, got {value!r}") from None
+    if not (math.isfinite(x) and x > 0):
+        raise InputError(f"{what} must be a finite number > 0, got {value!r}")
+    return x

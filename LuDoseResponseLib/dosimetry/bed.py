@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from LuDoseResponseLib.errors import InputError
+from LuDoseResponseLib.parsing import positive_number
 
 KIDNEY_ALPHA_BETA_GY = 2.6
 KIDNEY_REPAIR_HALF_TIME_H = 2.8
@@ -48,16 +49,6 @@ class Bed:
     def to_dict(self) -> dict:
         return {"bed_gy": self.bed_gy, "sd_gy": self.sd_gy, "dose_gy": self.dose_gy, "g_factor": self.g_factor,
                 "alpha_beta_gy": self.alpha_beta_gy, "repair_half_time_h": self.repair_half_time_h}
-
-
-def _positive(value, what: str) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{what} must be a number, got {value!r}") from None
-    if not (math.isfinite(x) and x > 0):
-        raise InputError(f"{what} must be a finite number > 0, got {value!r}")
-    return x
 
 
 def _exponential_terms(amplitudes_gy_per_h, rates_per_h) -> tuple[np.ndarray, np.ndarray]:
@@ -84,8 +75,8 @@ def bed_from_exponentials(amplitudes_gy_per_h: Sequence[float], rates_per_h: Seq
                           alpha_beta_gy: float = KIDNEY_ALPHA_BETA_GY,
                           repair_half_time_h: float = KIDNEY_REPAIR_HALF_TIME_H) -> Bed:
     """BED of Ḋ(t) = Σ a_i e^(−b_i t) (Gy/h, per h), without uncertainty (module docstring)."""
-    alpha_beta = _positive(alpha_beta_gy, "alpha_beta_gy")
-    t_mu = _positive(repair_half_time_h, "repair_half_time_h")
+    alpha_beta = positive_number(alpha_beta_gy, "alpha_beta_gy")
+    t_mu = positive_number(repair_half_time_h, "repair_half_time_h")
     a, b = _exponential_terms(amplitudes_gy_per_h, rates_per_h)
     dose, g = _dose_and_g(a, b, LN2 / t_mu)
     return Bed(dose + g * dose**2 / alpha_beta, None, dose, g, alpha_beta, t_mu)
@@ -99,10 +90,10 @@ def bed_mono_exponential(dose_gy: float, t_eff_h: float, *, dose_sd_gy: float = 
     BED = D·(1 + D·λ/((λ + μ)·α/β)), λ = ln2/T_eff, μ = ln2/T_μ. The SD propagates independent SDs of
     D and T_eff to first order: ∂BED/∂D = 1 + 2DG/(α/β), ∂BED/∂T_eff = −(D²/(α/β))·μλ/((λ + μ)² T_eff).
     """
-    dose = _positive(dose_gy, "dose_gy")
-    t_eff = _positive(t_eff_h, "t_eff_h")
-    alpha_beta = _positive(alpha_beta_gy, "alpha_beta_gy")
-    t_mu = _positive(repair_half_time_h, "repair_half_time_h")
+    dose = positive_number(dose_gy, "dose_gy")
+    t_eff = positive_number(t_eff_h, "t_eff_h")
+    alpha_beta = positive_number(alpha_beta_gy, "alpha_beta_gy")
+    t_mu = positive_number(repair_half_time_h, "repair_half_time_h")
     sds = []
     for value, what in ((dose_sd_gy, "dose_sd_gy"), (t_eff_sd_h, "t_eff_sd_h")):
         try:

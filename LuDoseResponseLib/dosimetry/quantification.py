@@ -21,7 +21,6 @@ Published SPECT calibration factors for Lu-177 are 4.5–5.7 cps/MBq; a factor o
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,6 +31,7 @@ import SimpleITK as sitk
 from LuDoseResponseLib.errors import InputError, PhysicsError
 from LuDoseResponseLib.imaging import voxel_volume_ml
 from LuDoseResponseLib.io.dicom.metadata import SeriesMetadata
+from LuDoseResponseLib.parsing import positive_number
 from LuDoseResponseLib.physics.nuclides import LU177_HALF_LIFE_H, decay_factor
 
 log = logging.getLogger(__name__)
@@ -50,25 +50,15 @@ def calibration_warnings(calibration_cps_per_mbq: float, what: str = "calibratio
             "for Lu-177 SPECT (published 4.5–5.7); check the unit and the energy windows"]
 
 
-def _positive(value: Any, what: str) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{what} must be a positive number, got {value!r}") from None
-    if not (math.isfinite(out) and out > 0):
-        raise InputError(f"{what} must be a positive finite number, got {value!r}")
-    return out
-
-
 def counts_to_bq_per_ml(counts: float | np.ndarray, *, calibration_cps_per_mbq: float, duration_s: float,
                         voxel_volume_ml: float) -> float | np.ndarray:
     """Activity concentration (Bq/mL) from reconstructed counts per voxel (module docstring equation).
 
     ``counts`` may be a number or an array; the result has the same shape.
     """
-    s = _positive(calibration_cps_per_mbq, "calibration_cps_per_mbq")
-    t = _positive(duration_s, "duration_s")
-    v = _positive(voxel_volume_ml, "voxel_volume_ml")
+    s = positive_number(calibration_cps_per_mbq, "calibration_cps_per_mbq")
+    t = positive_number(duration_s, "duration_s")
+    v = positive_number(voxel_volume_ml, "voxel_volume_ml")
     factor = BQ_PER_MBQ / (t * s * v)
     out = np.asarray(counts, dtype=float) * factor
     return float(out) if out.ndim == 0 else out
@@ -134,10 +124,10 @@ def quantify_spect(image: sitk.Image, *, units: str | None, calibration_cps_per_
         if duration_s is None:
             raise InputError(f"{name}: the SPECT is in counts; its acquisition duration (duration_s) is needed "
                              "to convert it to Bq/mL")
-        _positive(calibration_cps_per_mbq, f"{name}: calibration_cps_per_mbq")
+        positive_number(calibration_cps_per_mbq, f"{name}: calibration_cps_per_mbq")
         warnings += calibration_warnings(float(calibration_cps_per_mbq), f"{name}: calibration_cps_per_mbq")
         scale = counts_to_bq_per_ml(1.0, calibration_cps_per_mbq=calibration_cps_per_mbq,
-                                    duration_s=_positive(duration_s, f"{name}: duration_s"),
+                                    duration_s=positive_number(duration_s, f"{name}: duration_s"),
                                     voxel_volume_ml=voxel_volume_ml(image))
     elif units == "bq_per_ml":
         scale = 1.0

@@ -26,6 +26,7 @@ from dataclasses import replace
 
 from LuDoseResponseLib.dosimetry.integration import TimeIntegral, hanscheid_2018, madsen_2018
 from LuDoseResponseLib.errors import InputError
+from LuDoseResponseLib.parsing import positive_number
 from LuDoseResponseLib.physics.nuclides import LU177_HALF_LIFE_H
 
 KINETICS = ("stp-hanscheid", "stp-madsen", "from-cycle-1")
@@ -47,12 +48,6 @@ def earlier_cycle_t_eff(integral: TimeIntegral, what: str = "earlier cycle") -> 
     i = integral.param_names.index(name)
     lam = integral.params[name]
     return float(integral.t_eff_h), float(integral.t_eff_h * math.sqrt(max(cov[i, i], 0.0)) / lam)
-
-
-def _positive(name: str, value, what: str) -> float:
-    if value is None or isinstance(value, bool) or not math.isfinite(float(value)) or float(value) <= 0:
-        raise InputError(f"{what}: {name} must be a positive number, got {value!r}")
-    return float(value)
 
 
 def _madsen_with_spread(time_h: float, dose_rate: float, t_eff_h: float, t_eff_sd_h: float,
@@ -81,10 +76,10 @@ def reduced_imaging_dose(kinetics: str, time_h: float, dose_rate_gy_per_h: float
     if kinetics == "stp-hanscheid":
         return hanscheid_2018(time_h, dose_rate_gy_per_h, value_sd=dose_rate_sd_gy_per_h, what=what)
     if kinetics == "stp-madsen":
-        t_eff = _positive("population_t_eff_h", population_t_eff_h, what)
+        t_eff = positive_number(population_t_eff_h, f"{what}: population_t_eff_h")
         return _madsen_with_spread(time_h, dose_rate_gy_per_h, t_eff, float(population_t_eff_sd_h),
                                    dose_rate_sd_gy_per_h, what)
-    t_eff = _positive("earlier_t_eff_h (the effective half-life from an earlier cycle)", earlier_t_eff_h, what)
+    t_eff = positive_number(earlier_t_eff_h, f"{what}: earlier_t_eff_h (the effective half-life from an earlier cycle)")
     if not (math.isfinite(inter_cycle_t_eff_cv) and inter_cycle_t_eff_cv >= 0):
         raise InputError(f"{what}: inter_cycle_t_eff_cv must be ≥ 0, got {inter_cycle_t_eff_cv!r}")
     t_eff_sd = math.hypot(float(earlier_t_eff_sd_h or 0.0), inter_cycle_t_eff_cv * t_eff)

@@ -42,7 +42,7 @@ RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 _PLANARITY_TOL_SLICES = 0.01
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)   # holds arrays or images: compare by identity
 class RoiContours:
     """One ROI of a structure set: its number, name and closed planar contours (each (n, 3), LPS mm)."""
 
@@ -51,10 +51,6 @@ class RoiContours:
     contours: tuple[np.ndarray, ...]
     skipped_types: tuple[str, ...] = ()
 
-    def __eq__(self, other) -> bool:  # holds arrays: compare by identity
-        return self is other
-
-    __hash__ = object.__hash__
 
 
 @dataclass(frozen=True)
@@ -71,7 +67,7 @@ class StructureSet:
         return tuple(r.name for r in self.rois)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)   # holds arrays or images: compare by identity
 class RasterisedRoi:
     """A rasterised ROI: the mask on the reference grid, its voxel volume and the contour estimate."""
 
@@ -81,10 +77,6 @@ class RasterisedRoi:
     contour_volume_ml: float
     warnings: tuple[str, ...] = ()
 
-    def __eq__(self, other) -> bool:  # holds an image: compare by identity
-        return self is other
-
-    __hash__ = object.__hash__
 
 
 def _contour_points(item, path: str, roi_name: str) -> np.ndarray:

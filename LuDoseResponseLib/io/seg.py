@@ -34,7 +34,7 @@ _IN_PLANE_TOL_MM = 1e-3  # frames' in-plane offsets must agree
 _MAX_VOXELS = 2_000_000_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)   # holds arrays or images: compare by identity
 class Segment:
     """One segment: its number, label, uint8 mask and, for FRACTIONAL SEGs, the float32 fractions."""
 
@@ -43,13 +43,9 @@ class Segment:
     mask: sitk.Image
     fraction: sitk.Image | None = None
 
-    def __eq__(self, other) -> bool:  # holds images: compare by identity
-        return self is other
-
-    __hash__ = object.__hash__
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)   # holds arrays or images: compare by identity
 class Segmentation:
     """The segments of a SEG file, by label, with the frame of reference of their grid."""
 
@@ -59,10 +55,6 @@ class Segmentation:
     segments: dict
     warnings: tuple[str, ...] = ()
 
-    def __eq__(self, other) -> bool:
-        return self is other
-
-    __hash__ = object.__hash__
 
 
 def _functional(ds, frame_item, sequence: str, what: str, path: str):
