@@ -21,6 +21,12 @@ outside the planar times is a warning (its planar activity is extrapolated).
 Extension to the contract: ``ct`` may be a path or a table ``{ path = "...", series_uid = "..." }``
 for a folder that holds several series; ``[[cycles.spect]]`` and ``[[cycles.planar]]`` accept
 ``series_uid`` likewise.
+
+Organs (issue 15): ``[[cycles]] organs = "c1/organs.seg.nrrd"`` names the cycle's kidney VOIs (segments
+``Kidney_L``, ``Kidney_R`` or ``Kidneys``, :mod:`.organ_names`); segments with these names inside the
+``tumours`` segmentation are organs too, not tumours. ``[settings]`` ``kidney_pvc`` (rc | none),
+``kidney_alpha_beta_gy`` and ``kidney_repair_half_time_h`` (defaults in ``dosimetry.bed``) set the organ
+dosimetry of :mod:`.organs`.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from LuDoseResponseLib import defaults
+from LuDoseResponseLib.dosimetry.bed import KIDNEY_ALPHA_BETA_GY, KIDNEY_REPAIR_HALF_TIME_H
 from LuDoseResponseLib.dosimetry.quantification import calibration_warnings
 from LuDoseResponseLib.dosimetry.reduced_imaging import KINETICS
 from LuDoseResponseLib.errors import LuDoseResponseError, ManifestError
@@ -44,22 +51,27 @@ from LuDoseResponseLib.io import dicom
 from LuDoseResponseLib.io.dicom.geometry import Grid
 from LuDoseResponseLib.io.dicom.metadata import THERAPY_ACTIVITY_RANGE_MBQ, SeriesMetadata
 from LuDoseResponseLib.io.planar import PlanarHeader, read_planar_header
+from LuDoseResponseLib.pipeline.organ_names import is_organ, organ_name_problems
 from LuDoseResponseLib.response.volumetry import segment_names
 
 log = logging.getLogger(__name__)
 
+#: partial-volume correction of organ (kidney) VOIs: pipeline/organs.py
+KIDNEY_PVC = ("rc", "none")
 SETTINGS_CHOICES = {
     "dose_method": ("kernel", "led"),
     "pvc": ("none", "rc", "gtm"),
     "integration": ("auto", "mono", "bi", "uptake-washout", "trapezoid"),
     "tail": ("fit", "physical"),
+    "kidney_pvc": KIDNEY_PVC,
 }
 UNITS = ("counts", "bq_per_ml")
 GRADES = defaults.GRADES
 _TOP_KEYS = {"patient", "grade", "settings", "cycles", "followups"}
-_SETTINGS_KEYS = {"dose_method", "density_correction", "pvc", "psf_fwhm_mm", "integration", "tail"}
+_SETTINGS_KEYS = {"dose_method", "density_correction", "pvc", "psf_fwhm_mm", "integration", "tail", "kidney_pvc",
+                  "kidney_alpha_beta_gy", "kidney_repair_half_time_h"}
 _CYCLE_KEYS = {"number", "administered_at", "activity_mbq", "calibration_cps_per_mbq", "ct", "tumours",
-               "spect", "planar", "kinetics", "population_t_eff_h", "population_t_eff_sd_h"}
+               "spect", "planar", "kinetics", "population_t_eff_h", "population_t_eff_sd_h", "organs"}
 _SPECT_KEYS = {"path", "series_uid", "acquired_at", "duration_s", "units"}
 _PLANAR_KEYS = {"anterior", "posterior", "series_uid", "acquired_at", "calibration_cps_per_mbq"}
 _CT_KEYS = {"path", "series_uid"}
@@ -81,6 +93,9 @@ class Settings:
     psf_fwhm_mm: float = 11.0
     integration: str = "auto"
     tail: str = "fit"
+    kidney_pvc: str = "rc"                       # organ VOIs: pipeline/organs.py
+    kidney_alpha_beta_gy: float = KIDNEY_ALPHA_BETA_GY
+    kidney_repair_half_time_h: float = KIDNEY_REPAIR_HALF_TIME_H
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -156,6 +171,7 @@ class Cycle:
     kinetics: str | None = None                  # reduced imaging: one of dosimetry.reduced_imaging.KINETICS
     population_t_eff_h: float | None = None      # for kinetics "stp-madsen"
     population_t_eff_sd_h: float | None = None
+    organs: Path | None = None                   # the segmentation holding Kidney_L / Kidney_R / Kidneys
 
     def to_dict(self) -> dict[str, Any]:
         return {"number": self.number, "administered_at": self.administered_at.isoformat(),
@@ -163,7 +179,8 @@ class Cycle:
                 "tumours": str(self.tumours), "ct": str(self.ct) if self.ct else None,
                 "ct_series_uid": self.ct_series_uid, "spect": [t.to_dict() for t in self.spect],
                 "planar": [p.to_dict() for p in self.planar], "kinetics": self.kinetics,
-                "population_t_eff_h": self.population_t_eff_h, "population_t_eff_sd_h": self.population_t_eff_sd_h}
+                "population_t_eff_h": self.population_t_eff_h, "population_t_eff_sd_h": self.population_t_eff_sd_h,
+                "organs": str(self.organs) if self.organs else None}
 
 
 @dataclass(frozen=True)
@@ -473,6 +490,7 @@ def _cycle(checker: _Checker, raw: Any, key: str) -> Cycle | None:
     tumours = checker.file(table.get("tumours"), f"{key}.tumours")
     if tumours is not None:
         checker.segmentations.append((f"{key}.tumours", tumours))
+    organs = _organs(checker, table, key, tumours)
 
     ct_raw, ct, ct_uid, ct_meta = table.get("ct"), None, None, None
     if isinstance(ct_raw, dict):
@@ -551,7 +569,36 @@ def _cycle(checker: _Checker, raw: Any, key: str) -> Cycle | None:
     return Cycle(number=number, administered_at=administered_at, activity_mbq=activity_mbq,
                  calibration_cps_per_mbq=calibration, tumours=tumours, ct=ct, ct_series_uid=ct_uid,
                  spect=tuple(sorted(timepoints, key=lambda t: t.acquired_at)),
-                 planar=tuple(sorted(pairs, key=lambda p: p.acquired_at)), **kinetics)
+                 planar=tuple(sorted(pairs, key=lambda p: p.acquired_at)), organs=organs, **kinetics)
+
+
+def _organs(checker: _Checker, table: dict[str, Any], key: str, tumours: Path | None) -> Path | None:
+    """The cycle's organ segmentation: ``organs``, else ``tumours`` when it names kidney segments
+    (:mod:`.organ_names`); None when the cycle has no kidney VOI. Names are read from the headers."""
+    organs = checker.file(table.get("organs"), f"{key}.organs", required=False)
+    found = []
+    for what, path, organs_file in ((f"{key}.organs", organs, True), (f"{key}.tumours", tumours, False)):
+        if path is None:
+            continue
+        try:
+            names = segment_names(path)
+        except LuDoseResponseError as exc:
+            if organs_file:
+                checker.error(what, str(exc))
+            continue                                 # a tumours file that cannot be read is reported below
+        if names is None:
+            if organs_file:
+                checker.error(what, f"{path} is a label image without segment names; organ VOIs must be named "
+                                    "segments (Kidney_L, Kidney_R or Kidneys), e.g. a Slicer .seg.nrrd")
+            continue
+        for problem in organ_name_problems(names, organs_file=organs_file):
+            checker.error(what, f"{path}: {problem}")
+        if any(is_organ(n) for n in names):
+            found.append((what, path))
+    if len(found) == 2:
+        checker.error(f"{key}.organs", f"the kidneys are given twice: in {found[0][1]} and as segments of "
+                                       f"{key}.tumours {found[1][1]}; keep one")
+    return found[0][1] if found else None
 
 
 def _kinetics(checker: _Checker, table: dict[str, Any], key: str, *, n_spect: int, n_planar: int) -> dict[str, Any]:
@@ -669,7 +716,7 @@ def _check_tumour_names(checker: _Checker) -> None:
             checker.error(key, str(exc))
             continue
         if names is not None:
-            named.append((key, path, names))
+            named.append((key, path, tuple(n for n in names if not is_organ(n))))
     if not named:
         return
     ref_key, ref_path, ref_names = named[0]
@@ -714,6 +761,10 @@ def load_manifest(path: str | Path) -> Study:
     psf = checker.number(settings_raw.get("psf_fwhm_mm"), "settings.psf_fwhm_mm")
     if psf is not None:
         values["psf_fwhm_mm"] = psf
+    for name in ("kidney_alpha_beta_gy", "kidney_repair_half_time_h"):
+        value = checker.number(settings_raw.get(name), f"settings.{name}")
+        if value is not None:
+            values[name] = value
     settings = Settings(**values)
 
     cycles_raw = checker.array(top.get("cycles"), "cycles")
