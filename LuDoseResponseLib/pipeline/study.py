@@ -576,8 +576,11 @@ def _organs(checker: _Checker, table: dict[str, Any], key: str, tumours: Path | 
     """The cycle's organ segmentation: ``organs``, else ``tumours`` when it names kidney segments
     (:mod:`.organ_names`); None when the cycle has no kidney VOI. Names are read from the headers."""
     organs = checker.file(table.get("organs"), f"{key}.organs", required=False)
+    candidates = [(f"{key}.organs", organs, True), (f"{key}.tumours", tumours, False)]
+    if organs is not None and organs == tumours:      # one file holding tumours and organs
+        candidates = [(f"{key}.organs", organs, False)]
     found = []
-    for what, path, organs_file in ((f"{key}.organs", organs, True), (f"{key}.tumours", tumours, False)):
+    for what, path, organs_file in candidates:
         if path is None:
             continue
         try:

@@ -48,7 +48,8 @@ def _with_settings(manifest, extra: str, name: str):
 @pytest.fixture(scope="session")
 def kidney_runs(tmp_path_factory):
     """One phantom patient (seed 3, clinical 11 mm PSF, DICOM counts) run with the default settings (kernel
-    dose rates, kidney PVC rc), with LED dose rates, and with a mono-exponential fit and non-default α/β, T_μ."""
+    dose rates, kidney PVC rc), with LED dose rates, and with a mono-exponential fit and non-default α/β, T_μ;
+    and the same patient without blur, run with LED dose rates."""
     root = tmp_path_factory.mktemp("kidneys")
     p = make_patient("P01", seed=3)
     manifest = write_patient(p, root / "ph")
@@ -60,6 +61,10 @@ def kidney_runs(tmp_path_factory):
         run_patient(_with_settings(manifest, extra, f"{key}.toml"), out)
         runs[key] = {"out": out, "table": pd.read_csv(out / "organ_cycles.csv"),
                      "run": json.loads((out / "run.json").read_text())}
+    sharp = write_patient(make_patient("P01", seed=3, psf_fwhm_mm=0.01), root / "sharp")
+    run_patient(_with_settings(sharp, 'dose_method = "led"', "led.toml"), root / "out_sharp")
+    runs["sharp_led"] = {"table": pd.read_csv(root / "out_sharp" / "organ_cycles.csv"),
+                         "truth": json.loads((root / "sharp" / "truth.json").read_text())["organs"]}
     return runs
 
 
@@ -87,27 +92,37 @@ def test_kidney_mass_is_the_voxel_volume_times_the_density(kidney_runs):
         assert r.mass_g == pytest.approx(truth[r.organ]["mass_g"], rel=1e-5)
 
 
+def test_kidney_dose_without_blur_is_the_truth(kidney_runs):
+    """No partial-volume effect, LED dose rates: VOI means, fit, density and mass reproduce the truth within
+    1 % (measured −0.3 to +0.3 % for seeds 3 and 11); the BED likewise."""
+    run = kidney_runs["sharp_led"]
+    assert np.all(np.abs(_errors(run, run["truth"], "dose_gy", "cycle_dose_gy")) < 0.01)
+    assert np.all(np.abs(_errors(run, run["truth"], "bed_gy", "cycle_bed_gy")) < 0.01)
+
+
 def test_kidney_dose_and_bed_within_tolerance_of_truth(kidney_runs):
-    """Default settings (kernel, kidney PVC rc) at 11 mm FWHM: dose and BED per kidney and cycle within 10 % of
-    the truth. Budget: photons, which the LED truth leaves out, add 1–4 % (the same phantom without blur:
-    kernel vs LED); spill-in from the liver and body, amplified by 1/RC ≈ 1.27, adds ≤ 3 % (LED below)."""
+    """Default settings (kernel, kidney PVC rc) at 11 mm FWHM: dose and BED per kidney and cycle from −2 % to
+    +12 % of the LED truth. Both error sources add dose: the photon cross-dose from liver, body and tumours,
+    which the LED truth leaves out (and which the RC scaling multiplies by 1/RC ≈ 1.27), +2 to +9 %, and
+    spill-in, ≤ +3 % (LED test below). Measured over phantom seeds 1–12: +2.5 to +10.8 %."""
     run, truth = kidney_runs["default"], kidney_runs["truth"]
     dose_err = _errors(run, truth, "dose_gy", "cycle_dose_gy")
     bed_err = _errors(run, truth, "bed_gy", "cycle_bed_gy")
-    assert np.all(np.abs(dose_err) < 0.10), dose_err
-    assert np.all(np.abs(bed_err) < 0.10), bed_err
+    assert np.all((dose_err > -0.02) & (dose_err < 0.12)), dose_err
+    assert np.all((bed_err > -0.02) & (bed_err < 0.12)), bed_err
     for _, r in run["table"].iterrows():
         assert r.t_eff_h == pytest.approx(truth[r.organ]["t_eff_h"], rel=0.05)
     for organ, summary in run["run"]["organs"].items():
         assert summary["complete"] and summary["cycles"] == [1, 2]
-        assert summary["cumulative_bed_gy"] == pytest.approx(truth[organ]["cumulative_bed_gy"], rel=0.10)
+        assert 0.98 < summary["cumulative_bed_gy"] / truth[organ]["cumulative_bed_gy"] < 1.12
 
 
 def test_led_kidney_dose_isolates_the_partial_volume_correction(kidney_runs):
-    """With LED dose rates the only error left is the PVC's: the mask's own RC recovers the truth within 4 %
-    (the residual is spill-in), where no correction would lose about 20 % (RC ≈ 0.79)."""
+    """With LED dose rates the only error left is the PVC's: the mask's own RC recovers the truth from −1 % to
+    +4 % (the residual is spill-in from liver and body; seeds 1–12: +0.2 to +2.7 %), where no correction loses
+    13–19 % (RC ≈ 0.79)."""
     dose_err = _errors(kidney_runs["led"], kidney_runs["truth"], "dose_gy", "cycle_dose_gy")
-    assert np.all(np.abs(dose_err) < 0.04), dose_err
+    assert np.all((dose_err > -0.01) & (dose_err < 0.04)), dose_err
 
 
 def test_mono_exponential_bed_equals_the_hand_formula(kidney_runs):
@@ -230,3 +245,33 @@ def test_kidney_segments_inside_the_tumour_segmentation_are_organs(kidney_runs, 
     tumours = pd.read_csv(tmp_path / "out" / "tumours.csv")
     assert not tumours["tumor"].str.contains("Kidney").any()
     assert len(tumours) == len(p.tumours)
+    same = folder / "same_file.toml"       # organs = the tumours file itself: one source, not two
+    same.write_text(re.sub(r'organs = "(c\d)/organs.seg.nrrd"', r'organs = "\1/tumours.seg.nrrd"', text))
+    assert [c.organs.name for c in load_manifest(same).cycles] == ["tumours.seg.nrrd"] * 2
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('kidney_pvc = "gtm"', "settings.kidney_pvc: must be one of rc, none"),
+    ("kidney_alpha_beta_gy = -2.6", "settings.kidney_alpha_beta_gy: must be positive"),
+    ('kidney_repair_half_time_h = "2.8"', "settings.kidney_repair_half_time_h: must be a number"),
+])
+def test_bad_kidney_settings_are_manifest_errors(kidney_runs, extra, message):
+    bad = _with_settings(kidney_runs["manifest"], extra, "bad_settings.toml")
+    with pytest.raises(ManifestError, match=re.escape(message)):
+        load_manifest(bad)
+
+
+def test_organ_label_image_without_names_is_an_error(kidney_runs):
+    import SimpleITK as sitk
+
+    p = kidney_runs["patient"]
+    kidneys = kidney_masks(p.grid, organ_masks(p.grid))
+    labels = sitk.GetImageFromArray((kidneys["Kidney_L"] + 2 * kidneys["Kidney_R"]).astype(np.uint8))
+    folder = kidney_runs["manifest"].parent
+    sitk.WriteImage(labels, str(folder / "kidneys.nii.gz"))
+    bad = folder / "unnamed.toml"
+    bad.write_text(kidney_runs["manifest"].read_text().replace('organs = "c1/organs.seg.nrrd"',
+                                                               'organs = "kidneys.nii.gz"'))
+    with pytest.raises(ManifestError, match=r"cycles\[0\]\.organs: .*kidneys.nii.gz is a label image without "
+                                            "segment names"):
+        load_manifest(bad)
