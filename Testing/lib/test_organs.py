@@ -275,3 +275,32 @@ def test_organ_label_image_without_names_is_an_error(kidney_runs):
     with pytest.raises(ManifestError, match=r"cycles\[0\]\.organs: .*kidneys.nii.gz is a label image without "
                                             "segment names"):
         load_manifest(bad)
+
+
+def test_combined_kidneys_voi_and_a_single_kidney(kidney_runs, tmp_path):
+    """Cycle 1 gives both kidneys as one ``Kidneys`` VOI, cycle 2 only ``Kidney_L``. The combined VOI's dose
+    and BED equal the mass-weighted mean of the sides within 0.5 % (the kidneys are 14 cm apart, so the
+    union's RC is the volume-weighted mean of theirs; only the fit of the summed curve differs); one kidney
+    is a row of its own, identical to its row beside the other kidney."""
+    p = kidney_runs["patient"]
+    kidneys = kidney_masks(p.grid, organ_masks(p.grid))
+    folder = kidney_runs["manifest"].parent
+    write_seg_nrrd([kidneys["Kidney_L"] | kidneys["Kidney_R"]], ["Kidneys"], p.grid.spacing_mm, p.grid.origin_mm,
+                   folder / "both.seg.nrrd")
+    write_seg_nrrd([kidneys["Kidney_L"]], ["Kidney_L"], p.grid.spacing_mm, p.grid.origin_mm, folder / "left.seg.nrrd")
+    text = kidney_runs["manifest"].read_text().replace('organs = "c1/organs.seg.nrrd"', 'organs = "both.seg.nrrd"')
+    mixed = folder / "mixed.toml"
+    mixed.write_text(text.replace('organs = "c2/organs.seg.nrrd"', 'organs = "left.seg.nrrd"'))
+    run_patient(mixed, tmp_path / "out")
+    got = pd.read_csv(tmp_path / "out" / "organ_cycles.csv").set_index(["organ", "cycle"])
+    ref = kidney_runs["default"]["table"].set_index(["organ", "cycle"])
+    assert sorted(got.index) == [("Kidney_L", 2), ("Kidneys", 1)]
+    assert got.loc[("Kidneys", 1), "model"] != ref.loc[("Kidneys", 1), "model"]   # fitted, not averaged
+    for column in ("dose_gy", "bed_gy"):
+        assert got.loc[("Kidneys", 1), column] == pytest.approx(ref.loc[("Kidneys", 1), column], rel=0.005)
+    assert got.loc[("Kidneys", 1), "mass_g"] == pytest.approx(ref.loc[("Kidneys", 1), "mass_g"], rel=1e-9)
+    for column in ("dose_gy", "dose_sd_gy", "t_eff_h", "bed_gy", "bed_sd_gy", "mass_g"):
+        assert got.loc[("Kidney_L", 2), column] == pytest.approx(ref.loc[("Kidney_L", 2), column], rel=1e-9)
+    organs = json.loads((tmp_path / "out" / "run.json").read_text())["organs"]
+    assert organs["Kidneys"]["cycles"] == [1] and organs["Kidney_L"]["cycles"] == [2]
+    assert not organs["Kidneys"]["complete"]
