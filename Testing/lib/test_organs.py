@@ -279,8 +279,9 @@ def test_organ_label_image_without_names_is_an_error(kidney_runs):
 
 def test_combined_kidneys_voi_and_a_single_kidney(kidney_runs, tmp_path):
     """Cycle 1 gives both kidneys as one ``Kidneys`` VOI, cycle 2 only ``Kidney_L``. The combined VOI's dose
-    and BED equal the mass-weighted mean of the sides within 0.5 % (the kidneys are 14 cm apart, so the
-    union's RC is the volume-weighted mean of theirs; only the fit of the summed curve differs); one kidney
+    and BED equal the mass-weighted mean of the sides within 0.1 % (the kidneys are 14 cm apart, so the
+    union's RC is the volume-weighted mean of theirs; only the fit of the summed curve differs: measured
+    −0.02 % for seeds 3 and 8); one kidney
     is a row of its own, identical to its row beside the other kidney."""
     p = kidney_runs["patient"]
     kidneys = kidney_masks(p.grid, organ_masks(p.grid))
@@ -297,7 +298,7 @@ def test_combined_kidneys_voi_and_a_single_kidney(kidney_runs, tmp_path):
     assert sorted(got.index) == [("Kidney_L", 2), ("Kidneys", 1)]
     assert got.loc[("Kidneys", 1), "model"] != ref.loc[("Kidneys", 1), "model"]   # fitted, not averaged
     for column in ("dose_gy", "bed_gy"):
-        assert got.loc[("Kidneys", 1), column] == pytest.approx(ref.loc[("Kidneys", 1), column], rel=0.005)
+        assert got.loc[("Kidneys", 1), column] == pytest.approx(ref.loc[("Kidneys", 1), column], rel=0.001)
     assert got.loc[("Kidneys", 1), "mass_g"] == pytest.approx(ref.loc[("Kidneys", 1), "mass_g"], rel=1e-9)
     for column in ("dose_gy", "dose_sd_gy", "t_eff_h", "bed_gy", "bed_sd_gy", "mass_g"):
         assert got.loc[("Kidney_L", 2), column] == pytest.approx(ref.loc[("Kidney_L", 2), column], rel=1e-9)
