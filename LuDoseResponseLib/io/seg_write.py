@@ -58,9 +58,12 @@ def _segment_item(number: int, name: str, algorithm_type: str, algorithm_name: s
     return item
 
 
-def _masks_on_one_grid(masks: Mapping[str, sitk.Image]) -> tuple[sitk.Image, dict[str, np.ndarray]]:
+def masks_on_one_grid(masks: Mapping[str, sitk.Image], *,
+                      right_handed: bool = True) -> tuple[sitk.Image, dict[str, np.ndarray]]:
+    """The masks' common grid and each as a boolean array; InputError/GeometryError for an empty mask, an
+    unnamed one or masks on different or left-handed grids."""
     if not masks:
-        raise InputError("write_seg needs at least one mask")
+        raise InputError("at least one mask is needed")
     reference = next(iter(masks.values()))
     arrays = {}
     for name, mask in masks.items():
@@ -77,7 +80,7 @@ def _masks_on_one_grid(masks: Mapping[str, sitk.Image]) -> tuple[sitk.Image, dic
             raise InputError(f"mask '{name}' is empty; a SEG segment needs at least one voxel")
         arrays[str(name)] = array
     direction = np.asarray(reference.GetDirection(), dtype=float).reshape(3, 3)
-    if abs(float(np.cross(direction[:, 0], direction[:, 1]) @ direction[:, 2]) - 1.0) > 1e-6:
+    if right_handed and abs(float(np.cross(direction[:, 0], direction[:, 1]) @ direction[:, 2]) - 1.0) > 1e-6:
         raise GeometryError("the masks' grid is not right-handed and orthogonal; resample it first")
     return reference, arrays
 
@@ -94,7 +97,7 @@ def write_seg(masks: Mapping[str, sitk.Image], path: str | os.PathLike, *, sourc
                             ("frame_of_reference_uid", "FrameOfReferenceUID (0020,0052)")):
         if getattr(source, field_name) is None:
             raise DicomError(f"{source.path}: {tag} is missing, so a SEG cannot be placed in its study")
-    reference, arrays = _masks_on_one_grid(masks)
+    reference, arrays = masks_on_one_grid(masks)
     direction = np.asarray(reference.GetDirection(), dtype=float).reshape(3, 3)
     sx, sy, sz = (float(v) for v in reference.GetSpacing())
     now = datetime.now()

@@ -72,7 +72,7 @@ def _pvc_factors(study: Study, activity: sitk.Image, masks: dict[str, np.ndarray
 
 def _masks_on_grid(cycle: Cycle, reference: sitk.Image) -> dict[str, np.ndarray]:
     """Each tumour's mask on the SPECT grid (nearest-neighbour resampling when the grids differ)."""
-    seg = read_segmentation(cycle.tumours)
+    seg = read_segmentation(cycle.tumours, reference=cycle.tumours_reference)
     out = {}
     for name in seg.names:
         info = seg.segment(name)
@@ -170,6 +170,7 @@ def _inputs(study: Study) -> list[Path]:
     for c in study.cycles:
         paths += [c.tumours] + ([c.ct] if c.ct else []) + [t.path for t in c.spect]
     paths += [f.tumours for f in study.followups]
+    paths += [s.tumours_reference.path for s in (*study.cycles, *study.followups) if s.tumours_reference]
     return list(dict.fromkeys(paths))
 
 
@@ -192,7 +193,8 @@ def run_patient(manifest: str | Path, out_dir: str | Path, *, rtdose: bool = Fal
         d, m = _cycle(study, cycle, progress, warn)
         doses += d
         maps[cycle.number] = m
-    volumes = volumes_over_time([(f.date, f.tumours) for f in study.followups])
+    volumes = volumes_over_time([(f.date, read_segmentation(f.tumours, reference=f.tumours_reference))
+                                 for f in study.followups])
     admins = [CycleAdministration(c.number, c.administered_at, c.activity_mbq) for c in study.cycles]
     cycles_df = tumour_cycles_table(study.patient.id, doses)
     tumours_df = tumour_rows(study.patient.id, study.patient.grade, admins, doses, volumes)
