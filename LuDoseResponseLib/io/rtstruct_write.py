@@ -82,7 +82,8 @@ def _loops(inside: np.ndarray) -> list[np.ndarray]:
 
 def _drop_collinear(loop: np.ndarray) -> np.ndarray:
     before, after = np.roll(loop, 1, axis=0), np.roll(loop, -1, axis=0)
-    turn = (loop[:, 0] - before[:, 0]) * (after[:, 1] - loop[:, 1]) - (loop[:, 1] - before[:, 1]) * (after[:, 0] - loop[:, 0])
+    into, out = loop - before, after - loop
+    turn = into[:, 0] * out[:, 1] - into[:, 1] * out[:, 0]
     return loop[turn != 0]
 
 
