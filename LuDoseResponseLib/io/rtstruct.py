@@ -34,7 +34,7 @@ import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
 from LuDoseResponseLib.errors import DicomError, GeometryError, InputError, LuDoseResponseError
-from LuDoseResponseLib.io.dicom.tags import get, get_str
+from LuDoseResponseLib.io.dicom.tags import MALFORMED_ELEMENT_ERRORS, get, get_str
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def read_rtstruct(path: str | Path) -> StructureSet:
         return _structure_set(ds, path)
     except LuDoseResponseError:
         raise
-    except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+    except MALFORMED_ELEMENT_ERRORS as exc:
         # a value pydicom parses only on access (a wrong VR, a cut element): the file is malformed
         raise DicomError(f"{path}: malformed RT Structure Set ({type(exc).__name__}: {exc}); export it again "
                          "from the planning system") from None

@@ -26,7 +26,7 @@ import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
 from LuDoseResponseLib.errors import DicomError, GeometryError, LuDoseResponseError
-from LuDoseResponseLib.io.dicom.tags import first_item, get, get_floats, get_str
+from LuDoseResponseLib.io.dicom.tags import MALFORMED_ELEMENT_ERRORS, first_item, get, get_floats, get_str
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 _LATTICE_TOL = 1e-3      # of the slice spacing: frame planes must lie on one lattice
@@ -103,9 +103,6 @@ def _frames_array(ds, n_frames: int, rows: int, cols: int, kind: str, path: str)
     return pixels.reshape(n_frames, rows, cols).astype(np.uint8, copy=False)
 
 
-_MALFORMED = (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError)
-
-
 def _read_dataset(path: str, *, headers_only: bool):
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=headers_only)
@@ -131,7 +128,7 @@ def read_seg_labels(path: str | Path) -> tuple[str, ...]:
         return tuple(_segment_labels(ds, path).values())
     except LuDoseResponseError:
         raise
-    except _MALFORMED as exc:
+    except MALFORMED_ELEMENT_ERRORS as exc:
         raise _malformed(path, exc) from None
 
 
@@ -143,7 +140,7 @@ def read_seg(path: str | Path) -> Segmentation:
         return _segmentation(ds, path)
     except LuDoseResponseError:
         raise
-    except _MALFORMED as exc:
+    except MALFORMED_ELEMENT_ERRORS as exc:
         raise _malformed(path, exc) from None
 
 

@@ -213,9 +213,9 @@ def _dicom_sop_class(path: Path) -> str | None:
         return None
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+        return str(ds.get("SOPClassUID", ""))
     except Exception as exc:  # noqa: BLE001 - any unreadable header is a bad input file, named
-        raise InputError(f"{path}: cannot read the DICOM header ({exc})") from None
-    return str(ds.get("SOPClassUID", ""))
+        raise InputError(f"{path}: cannot read the DICOM header ({type(exc).__name__}: {exc})") from None
 
 
 def _dicom_segmentation_kind(path: Path) -> str | None:
