@@ -45,11 +45,14 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
     return item
 
 
-def _segment_item(number: int, name: str, algorithm_type: str, algorithm_name: str) -> Dataset:
+def _segment_item(number: int, name: str, algorithm_type: str, algorithm_name: str,
+                  description: str | None = None) -> Dataset:
     category, kind = next((codes for key, codes in _CODES.items() if name.lower().startswith(key)), _TUMOUR)
     item = Dataset()
     item.SegmentNumber = number
     item.SegmentLabel = name[:64]
+    if description:
+        item.SegmentDescription = description[:64]
     item.SegmentAlgorithmType = algorithm_type
     if algorithm_type != "MANUAL":
         item.SegmentAlgorithmName = algorithm_name[:64]
@@ -87,8 +90,12 @@ def masks_on_one_grid(masks: Mapping[str, sitk.Image], *,
 
 def write_seg(masks: Mapping[str, sitk.Image], path: str | os.PathLike, *, source: SeriesMetadata,
               algorithm_type: str = "SEMIAUTOMATIC", algorithm_name: str = "LuDoseResponse SPECT segmentation",
-              series_description: str = "Tumour segmentation (LuDoseResponse)", series_number: int = 910) -> Path:
-    """Write ``masks`` (name → binary image, all on one grid) as a BINARY DICOM SEG of ``source``'s study."""
+              series_description: str = "Tumour segmentation (LuDoseResponse)", series_number: int = 910,
+              descriptions: Mapping[str, str] | None = None) -> Path:
+    """Write ``masks`` (name → binary image, all on one grid) as a BINARY DICOM SEG of ``source``'s study.
+
+    ``descriptions`` (name → text, 64 characters at most) become each segment's SegmentDescription (0062,0006).
+    """
     target = Path(path)
     refuse_to_overwrite_input(target, [Path(source.path)])
     if algorithm_type not in ALGORITHM_TYPES:
@@ -125,7 +132,8 @@ def write_seg(masks: Mapping[str, sitk.Image], path: str | os.PathLike, *, sourc
     ds.ImageType = ["DERIVED", "PRIMARY"]
     ds.ContentLabel, ds.ContentDescription, ds.ContentCreatorName = "TUMOURS", series_description[:64], ""
     ds.SegmentationType = "BINARY"
-    ds.SegmentSequence = DicomSequence([_segment_item(i, name, algorithm_type, algorithm_name)
+    ds.SegmentSequence = DicomSequence([_segment_item(i, name, algorithm_type, algorithm_name,
+                                                      (descriptions or {}).get(name))
                                         for i, name in enumerate(arrays, start=1)])
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.Rows, ds.Columns = reference.GetSize()[1], reference.GetSize()[0]
