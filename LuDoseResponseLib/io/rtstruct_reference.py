@@ -8,8 +8,8 @@ series is found from headers alone (no pixels) among candidate places, in the or
 1. a series whose SeriesInstanceUID the structure set lists in RTReferencedSeriesSequence
    (3006,0014), the series the planning system drew on;
 2. else, when the structure set lists no series found there, the one image series whose
-   FrameOfReferenceUID equals the structure set's (several such series at one place are an
-   error that lists them: name the series);
+   FrameOfReferenceUID equals the structure set's; of a SPECT/CT sharing it, the one CT; several
+   candidates otherwise are an error that lists them (name the series);
 3. a non-DICOM image (NRRD, NIfTI) given explicitly is taken as it is: it has no frame of reference
    to check, so the contours must fall on its slices (the rasteriser checks each plane).
 
@@ -72,6 +72,8 @@ def find_reference(structure_set: StructureSet,
             return ImageReference(place.path, s.series_uid), (f"{where}: series {s.series_uid} of {place.path}, "
                                                              "referenced by the structure set")
         by_frame = [s for s in series if frame is not None and s.frame_of_reference_uid == frame]
+        if len(by_frame) > 1 and sum(s.modality == "CT" for s in by_frame) == 1:   # SPECT/CT: drawn on the CT
+            by_frame = [s for s in by_frame if s.modality == "CT"]
         if len(by_frame) == 1:
             s = by_frame[0]
             return ImageReference(place.path, s.series_uid), (f"{where}: series {s.series_uid} of {place.path}, "

@@ -107,3 +107,30 @@ def test_bad_masks_refused(tmp_path, ct):
     with pytest.raises(InputError, match="not the grid"):
         write_rtstruct({"T1": small}, tmp_path / "b.dcm", source=volume.metadata)
     assert not list(tmp_path.glob("*.dcm"))
+
+
+def test_reference_by_frame_of_reference_prefers_the_ct(tmp_path):
+    """A structure set that lists no series is placed by its frame of reference; in a SPECT/CT folder (the NM and
+    the CT share it) that is the CT; two CTs in it are an error that lists them."""
+    from dicom_factory import ge_counts_like, save
+
+    from LuDoseResponseLib.io.rtstruct_reference import ImageReference, find_reference
+
+    ids = StudyIds()
+    write_series(ct_slices(np.zeros(SHAPE), ids), tmp_path / "study" / "ct")
+    save(ge_counts_like(np.ones((4, 6, 8), np.uint16), ids), tmp_path / "study" / "nm.dcm")
+    ct = dicom.read_volume(tmp_path / "study" / "ct")
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[2:5, 4:9, 5:11] = 1
+    out = write_rtstruct({"T1": _image(mask, ct.image)}, tmp_path / "rs.dcm", source=ct.metadata)
+    raw = pydicom.dcmread(out)
+    del raw.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence
+    raw.save_as(out)
+    ss = read_rtstruct(out)
+    assert ss.referenced_series_uids == ()
+    found, how = find_reference(ss, [("study", ImageReference(tmp_path / "study"))])
+    assert found.series_uid == ct.metadata.series_uid and "same frame of reference" in how
+    write_series(ct_slices(np.zeros(SHAPE), ids), tmp_path / "study" / "ct2")
+    with pytest.raises(InputError, match=r"holds 3 series in the structure set's frame of reference "
+                                         r"\(CT .*, CT .*, NM .*\)"):
+        find_reference(ss, [("study", ImageReference(tmp_path / "study"))])
