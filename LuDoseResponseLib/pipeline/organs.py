@@ -91,7 +91,7 @@ def organ_masks_on_grid(cycle: Cycle, reference: sitk.Image) -> dict[str, np.nda
     """Each organ VOI of the cycle on the SPECT grid (nearest-neighbour resampling when the grids differ)."""
     if cycle.organs is None:
         return {}
-    seg = read_segmentation(cycle.organs)
+    seg = read_segmentation(cycle.organs, reference=cycle.organs_reference)
     out = {}
     for name in seg.names:
         if not is_organ(name):

@@ -77,7 +77,7 @@ def _pvc_factors(study: Study, activity: sitk.Image, masks: dict[str, np.ndarray
 
 def _masks_on_grid(cycle: Cycle, reference: sitk.Image) -> dict[str, np.ndarray]:
     """Each tumour's mask on the SPECT grid (nearest-neighbour resampling when the grids differ)."""
-    seg = read_segmentation(cycle.tumours)
+    seg = read_segmentation(cycle.tumours, reference=cycle.tumours_reference)
     out = {}
     for name in (n for n in seg.names if not is_organ(n)):   # organ segments are not tumours
         info = seg.segment(name)
@@ -182,6 +182,8 @@ def _inputs(study: Study) -> list[Path]:
     for c in study.cycles:
         paths += [c.tumours] + ([c.ct] if c.ct else []) + [t.path for t in c.spect]
     paths += [f.tumours for f in study.followups] + organ_files(study)
+    paths += [s.tumours_reference.path for s in (*study.cycles, *study.followups) if s.tumours_reference]
+    paths += [c.organs_reference.path for c in study.cycles if c.organs_reference]
     return list(dict.fromkeys(paths))
 
 
@@ -204,7 +206,8 @@ def run_patient(manifest: str | Path, out_dir: str | Path, *, rtdose: bool = Fal
         d, m = _cycle(study, cycle, progress, warn, organ_doses)
         doses += d
         maps[cycle.number] = m
-    volumes = volumes_over_time([(f.date, f.tumours) for f in study.followups], tumours=_followed(study))
+    volumes = volumes_over_time([(f.date, read_segmentation(f.tumours, reference=f.tumours_reference))
+                                 for f in study.followups], tumours=_followed(study))
     admins = [CycleAdministration(c.number, c.administered_at, c.activity_mbq) for c in study.cycles]
     cycles_df = tumour_cycles_table(study.patient.id, doses)
     tumours_df = tumour_rows(study.patient.id, study.patient.grade, admins, doses, volumes)
