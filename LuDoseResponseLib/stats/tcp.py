@@ -358,7 +358,8 @@ def _grade(ca: np.ndarray, cb: np.ndarray, beta: np.ndarray, vcov: np.ndarray, d
         if b != 0:
             dose_p = (float(logit(p)) - a) / b
             grad = -(ca + dose_p * cb) / b
-            low, high = dose_interval_at_tcp(a, b, float(ca @ vcov @ ca), float(ca @ vcov @ cb), float(cb @ vcov @ cb), p)
+            low, high = dose_interval_at_tcp(a, b, float(ca @ vcov @ ca), float(ca @ vcov @ cb),
+                                             float(cb @ vcov @ cb), p)
             at_tcp[key] = DoseAtTcp(tcp=p, dose_gy=dose_p, se=math.sqrt(float(grad @ vcov @ grad)), ci_low=low,
                                     ci_high=high)
         else:
