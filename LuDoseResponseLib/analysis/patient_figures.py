@@ -6,7 +6,7 @@
   trapezoid rule shows its samples joined by straight lines.
 - Slices: per cycle, the axial, coronal and sagittal planes through the hottest tumour voxel of the
   cycle's dose map, the CT (resampled onto the dose grid) in grey under the dose in colour (doses
-  below 5 % of the maximum transparent), the tumour outlines of the cycle's segmentation, and a
+  below 5 % of the maximum transparent), the tumour outlines of the cycle's segmentation (named), and a
   colour bar in Gy. Arrays are indexed [z, y, x] in LPS: axial slices show the patient's right on
   the left (radiological convention), coronal and sagittal slices head up.
 
@@ -26,6 +26,7 @@ from LuDoseResponseLib.dosimetry.integration.models import CURVES
 
 DPI = 150
 Z95 = 1.96
+OUTLINE = "#39ff14"  # tumour outlines: a green that stands out from the grey CT and the dose colours
 _CURVES = (("activity", "activity_mbq", "Activity in the tumour (MBq)"),
            ("dose_rate", "dose_rate_gy_per_h", "Mean dose rate (Gy/h)"))
 
@@ -132,8 +133,7 @@ def slices_figure(dose_gy: np.ndarray, spacing_zyx: tuple[float, float, float], 
     # (axis, index, aspect (row/col spacing), origin, label)
     planes = ((0, k, dy / dx, "upper", "axial"), (1, j, dz / dx, "lower", "coronal"),
               (2, i, dz / dy, "lower", "sagittal"))
-    fig, axes = plt.subplots(1, 3, figsize=(10.0, 3.9))
-    colours = tumour_colours(masks)
+    fig, axes = plt.subplots(1, 3, figsize=(10.4, 4.4))
     image = None
     for ax, (axis, index, aspect, origin, label) in zip(axes, planes, strict=True):
         if ct_hu is not None:
@@ -147,7 +147,9 @@ def slices_figure(dose_gy: np.ndarray, spacing_zyx: tuple[float, float, float], 
             plane = _plane(m, axis, index)
             if plane.any():
                 # contour puts plane[0, 0] at (0, 0) like imshow's pixel coordinates, for either origin
-                ax.contour(plane.astype(float), levels=[0.5], colors=[colours[name]], linewidths=1.4)
+                ax.contour(plane.astype(float), levels=[0.5], colors=[OUTLINE], linewidths=1.3)
+                rows, cols = np.nonzero(plane)
+                ax.text(cols.max() + 1.5, rows.mean(), name, color=OUTLINE, fontsize=9, va="center")
         ax.set_title(f"{label} (slice {index + 1})")
         ax.set_xticks([])
         ax.set_yticks([])
