@@ -94,8 +94,8 @@ def test_answer_states_the_dose_at_tcp_with_its_ci_from_analysis_json(paper_like
                 m = re.search(rf"{float(key) * 100:g} % TCP at ([\d.]+) Gy \(95 % CI not bounded", body)
                 assert m and _close_to_shown(m.group(1), v["dose_gy"], 3), (g, key, body)
                 continue
-            m = re.search(rf"{float(key) * 100:g} % TCP at ([\d.]+) Gy \(95 % CI (from below 0|[\d.]+) to ([\d.]+) Gy\)",
-                          body)
+            m = re.search(rf"{float(key) * 100:g} % TCP at ([\d.]+) Gy "
+                          r"\(95 % CI (from below 0|[\d.]+) to ([\d.]+) Gy\)", body)
             assert m, (g, key, body)
             assert _close_to_shown(m.group(1), v["dose_gy"], 3)
             if m.group(2) == "from below 0":
