@@ -128,6 +128,9 @@ def fig_tcp(analysis: dict, df, out_dir: Path, grade: str = "G2") -> list[Path]:
         ax.set_axis_off()
         return _save(fig, out_dir, "fig_tcp")
     tcp = analysis["tcp"]
+    for curve in tcp["curves"].values():   # every grade's curve must be numbers, also those not drawn
+        for key in ("dose_gy", "tcp", "ci_low", "ci_high"):
+            _arr(curve[key])
     c = tcp["curves"][g]
     d = df[df["grade"] == g]
     x = np.asarray(c["dose_gy"], float)
