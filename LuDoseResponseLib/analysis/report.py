@@ -157,6 +157,10 @@ def _section_tcp(a: dict, figures: dict) -> str:
                     _figure(figures, "fig_tcp"))
 
 
+def _auc_ci(pair) -> str:
+    return MISSING if not pair or None in pair else f"{num(pair[0], 2)} to {num(pair[1], 2)}"
+
+
 def _section_roc(a: dict) -> str:
     rows = []
     for g in GRADES:
@@ -169,13 +173,11 @@ def _section_roc(a: dict) -> str:
         at = "<br>".join(f"{gy(float(k))} Gy: sensitivity {num(v['sensitivity'], 2)}, specificity "
                          f"{num(v['specificity'], 2)}" for k, v in (r.get("at_dose") or {}).items())
 
-        def ci(pair):
-            return MISSING if not pair or None in pair else f"{num(pair[0], 2)} to {num(pair[1], 2)}"
-
-        rows.append([GRADE_LABELS[g], num(r.get("auc"), 2) if ok else MISSING, ci(r.get("auc_ci_delong")),
-                     ci(r.get("auc_ci_bootstrap")), youden, at, _notes(r)])
+        rows.append([GRADE_LABELS[g], num(r.get("auc"), 2) if ok else MISSING, _auc_ci(r.get("auc_ci_delong")),
+                     _auc_ci(r.get("auc_ci_bootstrap")), youden, at, _notes(r)])
     intro = ("<p>How well the absorbed dose separates responders from non-responders (area under the ROC curve, "
-             "AUC); a tumour is called a responder when its dose is at least the threshold.</p>")
+             "AUC); a tumour is predicted to respond when its dose is at least the threshold, and sensitivity and "
+             "specificity count how often that prediction is right for responders and non-responders.</p>")
     return _section("roc", "ROC of absorbed dose", intro,
                     table(["Grade", "AUC", "95 % CI (DeLong)", "95 % CI (bootstrap)", "Best threshold (Youden)",
                            "At dose", "Notes"], rows))
@@ -197,13 +199,15 @@ def _section_roc_predicted_tcp(a: dict) -> str:
             f"{num(y['specificity'], 2)}; odds {num(y['odds'])}, 95 % CI {num(y['odds_ci_low'])} to "
             f"{num(y['odds_ci_high'])})" for y in pg.get("youden_population", []))
         cond_youden = "<br>".join(f"TCP {pct(y['threshold_tcp'])}" for y in cond.get("youden", []))
-        rows.append([GRADE_LABELS.get(g, esc(g)), num(pop.get("auc"), 2), youden, num(cond.get("auc"), 2), cond_youden])
+        rows.append([GRADE_LABELS.get(g, esc(g)), num(pop.get("auc"), 2), _auc_ci(pop.get("auc_ci_delong")), youden,
+                     num(cond.get("auc"), 2), _auc_ci(cond.get("auc_ci_delong")), cond_youden])
     intro = ("<p>The ROC of the TCP the model predicts per tumour: at population level (random effect 0; within a "
              "grade a monotone function of dose, so its AUC equals the dose AUC) and conditional on each "
              "patient's estimated effect. Odds at a TCP threshold t are t/(1 − t).</p>")
     return _section("roc_predicted_tcp", title, intro,
-                    table(["Grade", "AUC (population)", "Best threshold (population)", "AUC (conditional)",
-                           "Best threshold (conditional)"], rows), warnings_list(b.get("warnings")))
+                    table(["Grade", "AUC (population)", "95 % CI (DeLong)", "Best threshold (population)",
+                           "AUC (conditional)", "95 % CI (DeLong)", "Best threshold (conditional)"], rows),
+                    warnings_list(b.get("warnings")))
 
 
 def _section_dose_response(a: dict, figures: dict) -> str:
