@@ -60,7 +60,7 @@ def _write_run_files(cohort: Cohort, result: AnalysisResult, folder: Path) -> No
     (folder / ANALYSIS_JSON).write_text(json.dumps(analysis, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     table = cohort_output_table(cohort)
     table.to_csv(folder / TUMOURS_CSV, index=False)
-    write_report_html(analysis, write_figures(analysis, table, folder), folder)
+    write_report_html(analysis, write_figures(analysis, table, folder), folder, table)
 
 
 def write_analysis_outputs(cohort: Cohort, result: AnalysisResult, out_dir: str | Path) -> dict[str, Path]:
@@ -160,7 +160,7 @@ def rewrite_report(folder: str | Path) -> dict[str, Path]:
         tumours = _read_tumours(run.stage / TUMOURS_CSV, folder / TUMOURS_CSV)
         edited = [name for name in (ANALYSIS_JSON, TUMOURS_CSV) if sha256_of(run.stage / name) != written.get(name)]
         try:
-            write_report_html(analysis, write_figures(analysis, tumours, run.stage), run.stage)
+            write_report_html(analysis, write_figures(analysis, tumours, run.stage), run.stage, tumours)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             if not edited:
                 raise  # our own unchanged outputs: a fault of the program

@@ -25,14 +25,21 @@ def _percent(target: str) -> str:
         return target
 
 
+def _dose_text(grade: str, block: Mapping) -> str:
+    """'G2 138 Gy', with ' (95 % CI 94-449)' where analysis.json bounds it."""
+    low, high = block.get("ci_low"), block.get("ci_high")
+    ci = f" (95 % CI {low:.0f}-{high:.0f})" if isinstance(low, int | float) and isinstance(high, int | float) else ""
+    return f"{grade} {block['dose_gy']:.0f} Gy{ci}"
+
+
 def _tcp_doses(analysis: Mapping) -> list[str]:
-    """'TCP 50 %: G1 140 Gy, G2 82 Gy' for each TCP target of the analysis."""
+    """'TCP 50 %: G1 140 Gy, G2 82 Gy (95 % CI 60-110)' for each TCP target of the analysis."""
     per_grade = _get(analysis, "tcp", "per_grade") or {}
     targets = dict.fromkeys(k for g in per_grade.values() for k in (_get(g, "dose_at_tcp") or {}))
     found = []
     for target in targets:
-        doses = [f"{grade} {dose:.0f} Gy" for grade in defaults.GRADES
-                 if isinstance(dose := _get(per_grade, grade, "dose_at_tcp", target, "dose_gy"), int | float)]
+        doses = [_dose_text(grade, _get(per_grade, grade, "dose_at_tcp", target)) for grade in defaults.GRADES
+                 if isinstance(_get(per_grade, grade, "dose_at_tcp", target, "dose_gy"), int | float)]
         if doses:
             found.append(f"TCP {_percent(target)}: " + ", ".join(doses))
     return found

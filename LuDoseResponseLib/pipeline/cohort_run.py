@@ -64,7 +64,9 @@ def run_cohort(manifests: list[str | Path], out_dir: str | Path, *, jobs: int = 
     for m, err in failures.items():
         log.error("patient %s failed and is skipped: %s", m, err)
     write_text_atomic(out / "failures.json", json.dumps(failures, indent=2))
-    tables = [pd.read_csv(Path(o) / "tumours.csv") for m, o in targets if m not in failures]
+    # patient_report: each patient's dosimetry page relative to cohort.csv, which the cohort report links
+    tables = [pd.read_csv(Path(o) / "tumours.csv").assign(patient_report=f"{Path(o).name}/report.html")
+              for m, o in targets if m not in failures]
     if not tables:
         raise InputError(f"cohort: every patient failed ({len(failures)}); see {out / 'failures.json'}")
     cohort_csv = out / "cohort.csv"

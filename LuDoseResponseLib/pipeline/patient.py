@@ -4,7 +4,8 @@ manifest (:func:`study.load_manifest`, validated before any pixel is read) → p
 quantification (counts → Bq/mL) → dose rate (kernel or LED, density from the CT; the kernel and its FFT
 are cached across time points) → per tumour: time integral of the VOI-mean dose rate, TIA, mass → cycle
 sums and volumetry (:func:`response.tumour_rows.tumour_rows`) → ``tumour_cycles.csv``, ``tumours.csv``,
-``dose_cycle<N>.nrrd``, ``run.json``.
+``dose_cycle<N>.nrrd``, ``run.json``, the samples and fits ``time_points.csv`` (:mod:`.time_points`) and
+the patient's page ``report.html`` (:mod:`analysis.patient_report`).
 
 PVC (``settings.pvc``, at ``settings.psf_fwhm_mm``): ``rc`` or ``gtm`` correct each tumour's VOI mean
 activity at every time point (:func:`dosimetry.pvc_correction.correct_partial_volume`); the VOI's mean
@@ -33,6 +34,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from LuDoseResponseLib import __version__
+from LuDoseResponseLib.analysis.patient_report import write_patient_report
 from LuDoseResponseLib.dosimetry.doserate import dose_rate_map
 from LuDoseResponseLib.dosimetry.integration import time_integral, voi_mean_values
 from LuDoseResponseLib.dosimetry.pvc_correction import correct_partial_volume, scale_dose_map
@@ -47,6 +49,7 @@ from LuDoseResponseLib.physics.density import density_on_grid
 from LuDoseResponseLib.pipeline.organ_names import is_organ
 from LuDoseResponseLib.pipeline.organs import cycle_organ_doses, organ_files, organ_outputs
 from LuDoseResponseLib.pipeline.study import Cycle, Study, load_manifest
+from LuDoseResponseLib.pipeline.time_points import time_point_rows, time_points_table
 from LuDoseResponseLib.response.tumour_rows import (
     CycleAdministration,
     TumourCycleDose,
@@ -101,7 +104,8 @@ def _integration_kwargs(study: Study) -> dict:
     return {"method": "fit", "model": s.integration, "tail": s.tail}
 
 
-def _cycle(study: Study, cycle: Cycle, progress: Progress | None, warn: list[str], organ_doses: list):
+def _cycle(study: Study, cycle: Cycle, progress: Progress | None, warn: list[str], organ_doses: list,
+           points: list[dict]):
     s = study.settings
     ct = dicom.read_volume(cycle.ct, cycle.ct_series_uid).image if cycle.ct is not None else None
     density = None
@@ -140,6 +144,7 @@ def _cycle(study: Study, cycle: Cycle, progress: Progress | None, warn: list[str
         mass_g = float(m.sum() * vox_ml * (float(rho[m].mean()) if rho is not None else 1.0))
         warn += list(d.warnings)
         doses.append(TumourCycleDose.from_integral(name, cycle.number, d, tia=tia, mass_g=mass_g))
+        points += time_point_rows(study.patient.id, name, cycle.number, times, activity_mbq, rate_means * pvc, tia, d)
         if np.any(pvc != 1.0):
             plain = time_integral(times, rate_means, what=what, **_integration_kwargs(study))
             map_factors[name] = d.value / plain.value if plain.value > 0 else 1.0
@@ -201,9 +206,9 @@ def run_patient(manifest: str | Path, out_dir: str | Path, *, rtdose: bool = Fal
             raise InputError(f"output folder {out} is inside the input {p}; choose another output folder")
     check_output_folder(out, inputs)
     warn: list[str] = list(study.warnings)
-    doses, maps, organ_doses = [], {}, []
+    doses, maps, organ_doses, points = [], {}, [], []
     for cycle in study.cycles:
-        d, m = _cycle(study, cycle, progress, warn, organ_doses)
+        d, m = _cycle(study, cycle, progress, warn, organ_doses, points)
         doses += d
         maps[cycle.number] = m
     volumes = volumes_over_time([(f.date, read_segmentation(f.tumours, reference=f.tumours_reference))
@@ -219,6 +224,7 @@ def run_patient(manifest: str | Path, out_dir: str | Path, *, rtdose: bool = Fal
         tumours_df.to_csv(staging / "tumours.csv", index=False)
         if organ_table is not None:
             organ_table.to_csv(staging / "organ_cycles.csv", index=False)
+        time_points_table(points).to_csv(staging / "time_points.csv", index=False)
         for n, img in maps.items():
             if img is not None:
                 write_nrrd(img, staging / f"dose_cycle{n}.nrrd", inputs=inputs)
@@ -232,6 +238,7 @@ def run_patient(manifest: str | Path, out_dir: str | Path, *, rtdose: bool = Fal
                "inputs": [{"path": str(p), "sha256": sha256(p)} for p in inputs],
                "overrides": list(study.overrides), "organs": organ_run, "warnings": list(dict.fromkeys(warn))}
         (staging / "run.json").write_text(json.dumps(run, indent=2, default=str), encoding="utf-8")
+        write_patient_report(staging)
     published = dict(run_set.files)
     log.info("patient %s: %d tumours, %d cycles -> %s", study.patient.id, len(tumours_df), len(study.cycles), out)
     return published

@@ -14,7 +14,9 @@ Population level (random effect 0) per grade, x(D) = intercept and slope coeffic
 eta = x'beta, se_eta = sqrt(x'Vx) with V the GLMM fixed-effect covariance (lme4 default), TCP =
 plogis(eta) with the 95 % CI plogis(eta -+ 1.96 se_eta) on the logit scale (the paper's asymmetric
 "90 % (64 %-98 %)"), odds exp(eta) with CI exp(eta -+ 1.96 se_eta), and the dose at a TCP target p,
-D_p = (logit p - a) / b, with the delta-method SE from grad = -(c_a + D_p c_b) / b.
+D_p = (logit p - a) / b, with the delta-method SE from grad = -(c_a + D_p c_b) / b, and its 95 % CI
+by inverting the pointwise band (Fieller's theorem, :func:`dose_interval_at_tcp`): the doses D at which
+p lies inside plogis(eta(D) -+ 1.96 se_eta(D)), i.e. where the drawn CI band crosses the TCP target.
 
 ``separation`` is set when the GLMM flags near-separation (max |X beta| > 15) or when, within a grade,
 dose separates responders from non-responders (linear programme; e.g. G2 of separation_s401, where
@@ -49,14 +51,18 @@ _MISSING = ("", "nan", "NaN", "None", "<NA>")
 
 @dataclass(frozen=True)
 class DoseAtTcp:
-    """Dose (Gy) at which the population TCP reaches a target, with its delta-method SE."""
+    """Dose (Gy) at which the population TCP reaches a target, with its delta-method SE and the 95 % CI
+    from the inverted pointwise band (NaN bounds where that interval is unbounded)."""
 
     tcp: float
     dose_gy: float
     se: float
+    ci_low: float = math.nan
+    ci_high: float = math.nan
 
     def to_dict(self) -> dict:
-        return {"dose_gy": _num(self.dose_gy), "se": _num(self.se)}
+        return {"dose_gy": _num(self.dose_gy), "se": _num(self.se), "ci_low": _num(self.ci_low),
+                "ci_high": _num(self.ci_high)}
 
 
 @dataclass(frozen=True)
@@ -319,6 +325,30 @@ def tcp_analysis(dose_gy: Sequence[float], grade: Sequence[str], responder: Sequ
                      separation=separation, warnings=(*fit.warnings, *warns))
 
 
+def dose_interval_at_tcp(intercept: float, slope_per_gy: float, var_intercept: float, cov_intercept_slope: float,
+                         var_slope: float, tcp: float, z: float = Z95) -> tuple[float, float]:
+    """95 % CI of the dose at which the population TCP equals ``tcp`` (Fieller's theorem).
+
+    The set of doses D with |a + bD − logit p| ≤ z·se(D), se(D)² = Vaa + 2D·Vab + D²·Vbb: the doses at
+    which p lies inside the pointwise band plogis(eta ∓ z·se_eta) of the TCP curve. Where b² > z²·Vbb
+    (the slope differs from 0 at this level) it is the interval between the roots of
+    (b² − z²Vbb)D² + 2(cb − z²Vab)D + c² − z²Vaa = 0 with c = a − logit p; otherwise it is unbounded and
+    (nan, nan) is returned.
+    """
+    c = intercept - float(logit(tcp))
+    qa = slope_per_gy ** 2 - z * z * var_slope
+    qb = 2.0 * (c * slope_per_gy - z * z * cov_intercept_slope)
+    qc = c * c - z * z * var_intercept
+    disc = qb * qb - 4.0 * qa * qc
+    if not (qa > 0 and disc >= 0):
+        return math.nan, math.nan
+    root = math.sqrt(disc)
+    # the numerically stable pair of roots
+    q = -0.5 * (qb + math.copysign(root, qb))
+    roots = sorted((q / qa, qc / q)) if q != 0 else [-root / (2 * qa), root / (2 * qa)]
+    return float(roots[0]), float(roots[1])
+
+
 def _grade(ca: np.ndarray, cb: np.ndarray, beta: np.ndarray, vcov: np.ndarray, dose_keys: dict[str, float],
            target_keys: dict[str, float]) -> TcpGrade:
     """Intercept a = ca'beta, slope b = cb'beta, D_p with delta-method SE, TCP and odds at doses."""
@@ -328,7 +358,10 @@ def _grade(ca: np.ndarray, cb: np.ndarray, beta: np.ndarray, vcov: np.ndarray, d
         if b != 0:
             dose_p = (float(logit(p)) - a) / b
             grad = -(ca + dose_p * cb) / b
-            at_tcp[key] = DoseAtTcp(tcp=p, dose_gy=dose_p, se=math.sqrt(float(grad @ vcov @ grad)))
+            low, high = dose_interval_at_tcp(a, b, float(ca @ vcov @ ca), float(ca @ vcov @ cb),
+                                             float(cb @ vcov @ cb), p)
+            at_tcp[key] = DoseAtTcp(tcp=p, dose_gy=dose_p, se=math.sqrt(float(grad @ vcov @ grad)), ci_low=low,
+                                    ci_high=high)
         else:
             at_tcp[key] = DoseAtTcp(tcp=p, dose_gy=math.nan, se=math.nan)
     at_dose = {}
@@ -349,4 +382,7 @@ def _grade_warnings(g: str, pg: TcpGrade, dose_max_gy: float) -> list[str]:
         if not 0.0 <= d.dose_gy <= dose_max_gy:
             warns.append(f"{g}: the dose at TCP {key} ({d.dose_gy:.4g} Gy) lies outside the observed doses "
                          f"(0-{dose_max_gy:.4g} Gy): extrapolation")
+        if math.isfinite(d.dose_gy) and not math.isfinite(d.ci_low):
+            warns.append(f"{g}: the 95 % CI of the dose at TCP {key} is unbounded: the dose slope does not differ "
+                         "from 0 at the 5 % level")
     return warns

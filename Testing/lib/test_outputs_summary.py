@@ -43,3 +43,9 @@ def test_failed_tcp_model_no_exclusions_no_warnings_and_the_panel_hint():
 def test_not_an_analysis_is_refused():
     with pytest.raises(InputError, match="analysis.json dict of schema"):
         summary_text({"schema": "other"})
+
+
+def test_dose_ci_is_given_where_analysis_json_bounds_it():
+    tcp = {"per_grade": {"G2": {"dose_at_tcp": {"0.9": {"dose_gy": 137.6, "ci_low": 94.2, "ci_high": 448.7}}},
+                         "G1": {"dose_at_tcp": {"0.9": {"dose_gy": 496.6, "ci_low": None, "ci_high": None}}}}}
+    assert "Dose for TCP 90 %: G1 497 Gy, G2 138 Gy (95 % CI 94-449)." in summary_text(_analysis(tcp=tcp))

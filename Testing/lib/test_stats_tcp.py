@@ -71,7 +71,7 @@ def assert_grade_matches(ours: dict, pg: dict, curve_r: dict, curve: dict) -> No
     assert list(ours["dose_at_tcp"]) == [f"{t['tcp']:g}" for t in pg["dose_for_tcp"]]
     for t in pg["dose_for_tcp"]:
         o = ours["dose_at_tcp"][f"{t['tcp']:g}"]
-        assert set(o) == {"dose_gy", "se"}
+        assert set(o) == {"dose_gy", "se", "ci_low", "ci_high"}
         assert o["dose_gy"] == pytest.approx(t["dose_gy"], rel=1e-3)
         assert o["se"] == pytest.approx(t["se_delta"], rel=1e-3)
     ad = pg["at_doses"]
