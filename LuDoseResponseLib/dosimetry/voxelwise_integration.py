@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +36,7 @@ from LuDoseResponseLib.dosimetry.integration.models import RATE_BOUNDS_PER_H
 from LuDoseResponseLib.dosimetry.integration.trapezoid import trapezoid_columns
 from LuDoseResponseLib.dosimetry.integration.voi import as_array_on_grid
 from LuDoseResponseLib.errors import GeometryError, InputError
+from LuDoseResponseLib.physics.convolution import default_workers
 from LuDoseResponseLib.physics.nuclides import LU177_HALF_LIFE_H
 
 log = logging.getLogger(__name__)
@@ -79,8 +82,20 @@ def _power_of_two_scales(peaks: np.ndarray) -> np.ndarray:
 _BLOCK_VOXELS = 8192          # voxels per block: each block's n_t × block temporaries stay in the CPU cache
 _ROUND_ITERATIONS = 10        # iterations per block before the unconverged voxels of all blocks are pooled
 
+BlockMap = Callable[[Callable, list], list]
 
-def _polish(tt, y, w, amp, lam, steps: int = 4):
+
+@contextmanager
+def _block_map(workers: int) -> Iterator[BlockMap]:
+    """``map(fn, blocks)`` as a list, on ``workers`` threads (numpy releases the GIL in its loops)."""
+    if workers == 1:
+        yield lambda fn, blocks: [fn(b) for b in blocks]
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        yield lambda fn, blocks: list(pool.map(fn, blocks))
+
+
+def _polish(tt, y, w, amp, lam, block_map: BlockMap, steps: int = 4):
     """Secant steps on the profiled gradient ∂WRSS/∂λ = 0, with A(λ) = Σwey/Σwe² (linear WLS).
 
     Levenberg–Marquardt accepts a step only if WRSS drops, so it stops where WRSS no longer changes in floating
@@ -88,11 +103,9 @@ def _polish(tt, y, w, amp, lam, steps: int = 4):
     to ~1e-12 whatever the unit of the samples. A voxel keeps its LM iterate unless the polished λ stays within
     1e-4 of it (a polish, not a jump) and within the rate bounds. Runs block by block (voxels are independent).
     """
-    amp_out, lam_out = np.empty_like(amp), np.empty_like(lam)
-    for lo in range(0, amp.size, _BLOCK_VOXELS):
-        s = slice(lo, lo + _BLOCK_VOXELS)
-        amp_out[s], lam_out[s] = _polish_block(tt, y[:, s], w[:, s], amp[s], lam[s], steps)
-    return amp_out, lam_out
+    blocks = [slice(lo, lo + _BLOCK_VOXELS) for lo in range(0, amp.size, _BLOCK_VOXELS)]
+    parts = block_map(lambda s: _polish_block(tt, y[:, s], w[:, s], amp[s], lam[s], steps), blocks)
+    return np.concatenate([a for a, _ in parts]), np.concatenate([lm for _, lm in parts])
 
 
 def _polish_block(tt, y, w, amp, lam, steps):
@@ -161,7 +174,7 @@ def _lm_block(tt, w, y, amp, lam, cur, mu, idx, iterations: int) -> np.ndarray:
     return active
 
 
-def _levenberg_marquardt(tt, w, y, amp, lam, cur, iterations: int) -> int:
+def _levenberg_marquardt(tt, w, y, amp, lam, cur, iterations: int, block_map: BlockMap) -> int:
     """Levenberg–Marquardt on all voxels (amp, lam updated in place); returns the number not converged.
 
     Blocks of voxels run a few iterations each; the unconverged voxels of all blocks are then pooled into
@@ -172,13 +185,13 @@ def _levenberg_marquardt(tt, w, y, amp, lam, cur, iterations: int) -> int:
     done_iterations = 0
     while todo.size and done_iterations < iterations:
         n = min(_ROUND_ITERATIONS, iterations - done_iterations)
-        todo = np.concatenate([_lm_block(tt, w, y, amp, lam, cur, mu, todo[lo:lo + _BLOCK_VOXELS], n)
-                               for lo in range(0, todo.size, _BLOCK_VOXELS)])
+        blocks = [todo[lo:lo + _BLOCK_VOXELS] for lo in range(0, todo.size, _BLOCK_VOXELS)]
+        todo = np.concatenate(block_map(lambda idx, n=n: _lm_block(tt, w, y, amp, lam, cur, mu, idx, n), blocks))
         done_iterations += n
     return int(todo.size)
 
 
-def _vw_mono(t, y, rel, tail, lam_phys, iterations: int = 100):
+def _vw_mono(t, y, rel, tail, lam_phys, block_map: BlockMap, iterations: int = 100):
     """Vectorised weighted LS fit of A·e^(−λt) with σ_ij = rel_i·y_ij (all y > 0); λ capped at λ_phys."""
     w = 1.0 / (rel[:, None] * y) ** 2
     wl = 1.0 / rel ** 2
@@ -189,12 +202,12 @@ def _vw_mono(t, y, rel, tail, lam_phys, iterations: int = 100):
     amp = np.exp((wl @ ln) / wl.sum() + lam * tm)
     tt = t[:, None]
     cur = (w * (amp * np.exp(-lam * tt) - y) ** 2).sum(0)
-    n_left = _levenberg_marquardt(tt, w, y, amp, lam, cur, iterations)
+    n_left = _levenberg_marquardt(tt, w, y, amp, lam, cur, iterations, block_map)
     if n_left:
         log.warning("voxel-wise mono-exponential fit: %d of %d voxels did not converge in %d Levenberg-Marquardt "
                     "iterations; their last iterate (lower weighted RSS than the log-linear start) is used",
                     n_left, y.shape[1], iterations)
-    amp, lam = _polish(tt, y, w, amp, lam)
+    amp, lam = _polish(tt, y, w, amp, lam, block_map)
     capped = lam < lam_phys * (1 - CAP_TOLERANCE)
     low = lam < lam_phys
     if np.any(low):
@@ -214,13 +227,14 @@ def _vw_mono(t, y, rel, tail, lam_phys, iterations: int = 100):
 def voxelwise_time_integral(times_h, maps: Sequence, *, model: str = "mono", tail: str = "fit", mask=None,
                             rel_sd=None, head: str = "linear", tail_points: int = 3,
                             half_life_h: float = LU177_HALF_LIFE_H, chunk_voxels: int = 1_000_000,
-                            what: str = "voxel-wise integral") -> VoxelwiseIntegral:
+                            workers: int | None = None, what: str = "voxel-wise integral") -> VoxelwiseIntegral:
     """Integrate a time series of maps voxel by voxel, vectorised over voxels (no per-voxel Python loop).
 
     ``model``: ``mono`` (weighted LS fit of A·e^(−λt) per voxel with σ ∝ y, the same objective as
     :func:`integration.time_integral` with ``values_sd = rel_sd·y``; voxels with a sample ≤ 0 fall back
     to the trapezoid) or ``trapezoid`` (the rules of :func:`integration.trapezoid_columns`). ``rel_sd``: the
-    relative SD of each time point (default equal). Voxels outside ``mask`` get 0.
+    relative SD of each time point (default equal). Voxels outside ``mask`` get 0. ``workers``: threads for
+    the fit (default: the CPUs this process may use); the result is the same for any number.
     """
     check_choice("model", model, ("mono", "trapezoid"), what)
     check_choice("tail", tail, TAILS, what)
@@ -237,6 +251,8 @@ def voxelwise_time_integral(times_h, maps: Sequence, *, model: str = "mono", tai
     tail_points = check_tail_points(tail_points, what)
     if isinstance(chunk_voxels, bool) or not isinstance(chunk_voxels, numbers.Integral) or chunk_voxels < 1:
         raise InputError(f"{what}: chunk_voxels must be a positive integer, got {chunk_voxels!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1):
+        raise InputError(f"{what}: workers must be a positive integer or None, got {workers!r}")
     if t.size < 2:
         raise InputError(f"{what}: voxel-wise integration needs at least two time points")
     import SimpleITK as sitk
@@ -265,24 +281,25 @@ def voxelwise_time_integral(times_h, maps: Sequence, *, model: str = "mono", tai
     lam = np.full(n_vox, lam_phys)
     fallback = np.zeros(n_vox, bool)
     n_capped = 0
-    for lo in range(0, n_vox, chunk_voxels):
-        # each voxel normalised by a power of two near its largest sample (exact): scale-invariant fits
-        scale = _power_of_two_scales(stack[:, lo:lo + chunk_voxels].max(axis=0))
-        y = stack[:, lo:lo + chunk_voxels] / scale
-        n = y.shape[1]
-        fit = np.all(y > 0, axis=0) if model == "mono" else np.zeros(n, bool)
-        trap = ~fit                                    # model "trapezoid", and the mono fallback
-        v, lm, cp = np.empty(n), np.empty(n), np.empty(n, bool)
-        if np.any(trap):
-            tc = trapezoid_columns(t, y[:, trap], log_w, head, tail, tail_points, lam_phys)
-            v[trap], lm[trap] = tc.total, tc.lam_tail
-            cp[trap] = tc.fitted & (tc.lam_fitted < lam_phys * (1 - CAP_TOLERANCE))
-        if np.any(fit):
-            v[fit], lm[fit], cp[fit] = _vw_mono(t, y[:, fit], rel, tail, lam_phys)
-        value[lo:lo + chunk_voxels] = v * scale
-        lam[lo:lo + chunk_voxels] = lm
-        fallback[lo:lo + chunk_voxels] = trap & (model == "mono")
-        n_capped += int(cp.sum())
+    with _block_map(workers or default_workers()) as block_map:
+        for lo in range(0, n_vox, chunk_voxels):
+            # each voxel normalised by a power of two near its largest sample (exact): scale-invariant fits
+            scale = _power_of_two_scales(stack[:, lo:lo + chunk_voxels].max(axis=0))
+            y = stack[:, lo:lo + chunk_voxels] / scale
+            n = y.shape[1]
+            fit = np.all(y > 0, axis=0) if model == "mono" else np.zeros(n, bool)
+            trap = ~fit                                    # model "trapezoid", and the mono fallback
+            v, lm, cp = np.empty(n), np.empty(n), np.empty(n, bool)
+            if np.any(trap):
+                tc = trapezoid_columns(t, y[:, trap], log_w, head, tail, tail_points, lam_phys)
+                v[trap], lm[trap] = tc.total, tc.lam_tail
+                cp[trap] = tc.fitted & (tc.lam_fitted < lam_phys * (1 - CAP_TOLERANCE))
+            if np.any(fit):
+                v[fit], lm[fit], cp[fit] = _vw_mono(t, y[:, fit], rel, tail, lam_phys, block_map)
+            value[lo:lo + chunk_voxels] = v * scale
+            lam[lo:lo + chunk_voxels] = lm
+            fallback[lo:lo + chunk_voxels] = trap & (model == "mono")
+            n_capped += int(cp.sum())
     out = np.zeros(shape)
     out[sel] = value
     lam_map = np.full(shape, lam_phys)
