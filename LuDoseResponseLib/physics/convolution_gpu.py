@@ -57,9 +57,9 @@ def convolve_on_gpu(convolver, x: np.ndarray, scale: float,
     block = np.asarray(x, dtype=convolver.dtype)
     if transform is not None:
         block = transform(block)
-    spec = cp.fft.rfftn(cp.asarray(block), s=convolver.padded)     # zero-padded at the end of each axis
+    spec = cp.fft.rfftn(cp.asarray(block), s=convolver.padded, axes=(0, 1, 2))   # zero-padded at the end of each axis
     spec *= spectrum
-    out = cp.fft.irfftn(spec, s=convolver.padded)[:nz, :ny, :nx]
+    out = cp.fft.irfftn(spec, s=convolver.padded, axes=(0, 1, 2))[:nz, :ny, :nx]
     del spec
     out *= convolver.dtype.type(scale)
     return np.ascontiguousarray(cp.asnumpy(out), dtype=convolver.dtype)
