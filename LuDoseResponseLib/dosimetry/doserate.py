@@ -33,6 +33,11 @@ The FFT convolution is zero-padded (nothing wraps around), runs in float32 unles
 same grid, and works in blocks: peak memory is about 3× the input array (float32), of which
 ~1.7× stays allocated between calls until :func:`~LuDoseResponseLib.physics.convolution.clear_convolver_cache`;
 a density image adds 1× (the density on the grid, float32).
+
+``backend="cupy"`` runs the convolution's FFTs on a CUDA GPU where CuPy is installed (optional, see
+:mod:`~LuDoseResponseLib.physics.convolution_gpu`): the same padded convolution, equal to the CPU result
+within float32 rounding. ``"cpu"`` (default) is what the tests check; without CuPy or a GPU, "cupy" is an
+InputError saying so.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ import SimpleITK as sitk
 from LuDoseResponseLib.errors import DataQualityWarning, GeometryError, InputError, PhysicsError
 from LuDoseResponseLib.io.dicom.metadata import SeriesMetadata
 from LuDoseResponseLib.physics.convolution import cached_convolver
+from LuDoseResponseLib.physics.convolution_gpu import check_backend
 from LuDoseResponseLib.physics.density import HuDensityCalibration, density_on_grid
 from LuDoseResponseLib.physics.kernels import VoxelKernel, lu177_kernel
 from LuDoseResponseLib.physics.nuclides import MEV_TO_J, lu177
@@ -184,7 +190,7 @@ def dose_rate_map(activity_bq_per_ml: sitk.Image, method: str = "kernel", densit
                   include_photons: bool | None = None, kernel: VoxelKernel | None = None,
                   photon_radius_mm: float | None = None, dtype=np.float32, negative_activity: str = "clip",
                   min_density_g_per_cm3: float = DEFAULT_MIN_DENSITY_G_PER_CM3, workers: int | None = None,
-                  progress: Callable[[float], None] | None = None) -> sitk.Image:
+                  progress: Callable[[float], None] | None = None, backend: str = "cpu") -> sitk.Image:
     """Absorbed-dose-rate map in Gy/h on the activity image's grid (same origin, spacing, direction).
 
     ``activity_bq_per_ml``: quantitative SPECT, Bq/mL. ``method``: "kernel" or "led".
@@ -192,9 +198,11 @@ def dose_rate_map(activity_bq_per_ml: sitk.Image, method: str = "kernel", densit
     ``density_unit`` ("hu", "g_per_cm3", "kg_per_m3", or "auto" where unambiguous) or from
     ``density_metadata`` (the CT's SeriesMetadata). ``include_photons``: default True for "kernel", False for "led".
     ``kernel``: an external :class:`VoxelKernel` with the image's voxel size (default: ours).
+    ``backend``: "cpu" (default) or "cupy" (the FFTs on a CUDA GPU; needs CuPy).
     """
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, got {method!r}")
+    check_backend(backend)
     _check_image(activity_bq_per_ml)
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
@@ -224,7 +232,7 @@ def dose_rate_map(activity_bq_per_ml: sitk.Image, method: str = "kernel", densit
         else:
             raise InputError(f"include_photons=False needs a kernel with a separate photon part; the kernel from "
                              f"{k.source} has none")
-        conv = cached_convolver(values, view.shape, dtype=dtype, workers=workers)
+        conv = cached_convolver(values, view.shape, dtype=dtype, workers=workers, backend=backend)
         out = conv(view, scale=kernel_scale, transform=clip, progress=progress)
     else:
         out = np.empty(view.shape, dtype=dtype)
@@ -236,7 +244,7 @@ def dose_rate_map(activity_bq_per_ml: sitk.Image, method: str = "kernel", densit
             out[z0:z0 + 16] = b * factor
         if photons:
             ph = lu177_kernel(spacing, photon_radius_mm=photon_radius_mm).photon_values
-            conv = cached_convolver(ph, view.shape, dtype=dtype, workers=workers)
+            conv = cached_convolver(ph, view.shape, dtype=dtype, workers=workers, backend=backend)
             out += conv(view, scale=kernel_scale, transform=clip, progress=progress)
 
     _check_finite_output(out, view)

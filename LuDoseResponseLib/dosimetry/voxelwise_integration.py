@@ -4,7 +4,9 @@ A dose-rate map per time point (Gy/h) gives a dose map (Gy); activity maps (MBq)
 Per voxel either a mono-exponential A·e^(−λt) fitted by weighted least squares (σ_i = rel_i·y_i; the same
 objective as :func:`integration.time_integral` with ``values_sd = rel_sd·y``) or the trapezoid with the
 head and tail rules of :func:`integration.trapezoid_columns`. No Python loop over voxels: the fit is a
-Levenberg–Marquardt iteration on all unconverged voxels at once. Each voxel's samples are divided by a
+Levenberg–Marquardt iteration on blocks of a few thousand voxels (small enough to stay in the CPU cache),
+the unconverged voxels of all blocks pooled again every few iterations. Each voxel's arithmetic is the same
+whatever the blocks, so the result does not depend on them (bit for bit). Each voxel's samples are divided by a
 power of two near their maximum before fitting (exact), so the result does not depend on their unit.
 """
 
@@ -12,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +36,7 @@ from LuDoseResponseLib.dosimetry.integration.models import RATE_BOUNDS_PER_H
 from LuDoseResponseLib.dosimetry.integration.trapezoid import trapezoid_columns
 from LuDoseResponseLib.dosimetry.integration.voi import as_array_on_grid
 from LuDoseResponseLib.errors import GeometryError, InputError
+from LuDoseResponseLib.physics.convolution import default_workers
 from LuDoseResponseLib.physics.nuclides import LU177_HALF_LIFE_H
 
 log = logging.getLogger(__name__)
@@ -74,17 +79,40 @@ def _power_of_two_scales(peaks: np.ndarray) -> np.ndarray:
     return np.where(peaks > 0, np.ldexp(1.0, exponent), 1.0)
 
 
-def _polish(tt, y, w, amp, lam, steps: int = 4):
+_BLOCK_VOXELS = 8192          # voxels per block: each block's n_t × block temporaries stay in the CPU cache
+_ROUND_ITERATIONS = 10        # iterations per block before the unconverged voxels of all blocks are pooled
+
+BlockMap = Callable[[Callable, list], list]
+
+
+@contextmanager
+def _block_map(workers: int) -> Iterator[BlockMap]:
+    """``map(fn, blocks)`` as a list, on ``workers`` threads (numpy releases the GIL in its loops)."""
+    if workers == 1:
+        yield lambda fn, blocks: [fn(b) for b in blocks]
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        yield lambda fn, blocks: list(pool.map(fn, blocks))
+
+
+def _polish(tt, y, w, amp, lam, block_map: BlockMap, steps: int = 4):
     """Secant steps on the profiled gradient ∂WRSS/∂λ = 0, with A(λ) = Σwey/Σwe² (linear WLS).
 
     Levenberg–Marquardt accepts a step only if WRSS drops, so it stops where WRSS no longer changes in floating
     point: λ to about √ε. The root of the gradient is found to about ε, which makes the result reproducible
     to ~1e-12 whatever the unit of the samples. A voxel keeps its LM iterate unless the polished λ stays within
-    1e-4 of it (a polish, not a jump) and within the rate bounds.
+    1e-4 of it (a polish, not a jump) and within the rate bounds. Runs block by block (voxels are independent).
     """
+    blocks = [slice(lo, lo + _BLOCK_VOXELS) for lo in range(0, amp.size, _BLOCK_VOXELS)]
+    parts = block_map(lambda s: _polish_block(tt, y[:, s], w[:, s], amp[s], lam[s], steps), blocks)
+    return np.concatenate([a for a, _ in parts]), np.concatenate([lm for _, lm in parts])
+
+
+def _polish_block(tt, y, w, amp, lam, steps):
     def amplitude_and_grad(lm):
         e = np.exp(-lm * tt)
-        a = (w * e * y).sum(0) / (w * e * e).sum(0)
+        we = w * e
+        a = (we * y).sum(0) / (we * e).sum(0)
         return a, (w * (a * e - y) * (-a * tt * e)).sum(0)
 
     l0, l1 = lam, lam * (1 + 1e-7)
@@ -102,7 +130,68 @@ def _polish(tt, y, w, amp, lam, steps: int = 4):
     return np.where(ok, a1, amp), np.where(ok, l1, lam)
 
 
-def _vw_mono(t, y, rel, tail, lam_phys, iterations: int = 100):
+def _lm_block(tt, w, y, amp, lam, cur, mu, idx, iterations: int) -> np.ndarray:
+    """Up to ``iterations`` Levenberg–Marquardt steps for the voxels ``idx`` (state arrays updated in place).
+
+    Each voxel's arithmetic does not depend on the others, so blocks give the same bits as one big array.
+    The voxels still iterating are kept packed; e^(−λt) of an accepted trial step is reused.
+    Returns the voxels of ``idx`` that have not converged.
+    """
+    wa, ya = w[:, idx], y[:, idx]
+    a, lm, c, m = amp[idx], lam[idx], cur[idx], mu[idx]
+    e = np.exp(-lm * tt)
+    active = idx
+    for _ in range(iterations):
+        r = a * e - ya
+        jl = -a * tt * e
+        we, wj = wa * e, wa * jl
+        a11, a12, a22 = (we * e).sum(0), (we * jl).sum(0), (wj * jl).sum(0)
+        g1, g2 = (we * r).sum(0), (wj * r).sum(0)
+        b11, b22 = a11 * (1 + m), a22 * (1 + m)
+        det = b11 * b22 - a12 * a12
+        det = np.where(det > 0, det, np.inf)
+        da = -(b22 * g1 - a12 * g2) / det
+        dl = -(b11 * g2 - a12 * g1) / det
+        a_new = np.maximum(a + da, 0.0)
+        l_new = np.clip(lm + dl, RATE_BOUNDS_PER_H[0], RATE_BOUNDS_PER_H[1])
+        e_new = np.exp(-l_new * tt)
+        trial = (wa * (a_new * e_new - ya) ** 2).sum(0)
+        better = trial < c
+        small_step = (np.abs(da) <= 1e-10 * np.maximum(a, 1e-300)) & (np.abs(dl) <= 1e-10 * lm)
+        a, lm, c = np.where(better, a_new, a), np.where(better, l_new, lm), np.where(better, trial, c)
+        e = np.where(better, e_new, e)
+        m = np.where(better, m / 3.0, m * 4.0)
+        done = small_step | (m > 1e12)
+        if done.any():
+            fin = active[done]
+            amp[fin], lam[fin] = a[done], lm[done]
+            keep = ~done
+            active, wa, ya, e = active[keep], wa[:, keep], ya[:, keep], e[:, keep]
+            a, lm, c, m = a[keep], lm[keep], c[keep], m[keep]
+            if active.size == 0:
+                break
+    amp[active], lam[active], cur[active], mu[active] = a, lm, c, m
+    return active
+
+
+def _levenberg_marquardt(tt, w, y, amp, lam, cur, iterations: int, block_map: BlockMap) -> int:
+    """Levenberg–Marquardt on all voxels (amp, lam updated in place); returns the number not converged.
+
+    Blocks of voxels run a few iterations each; the unconverged voxels of all blocks are then pooled into
+    new blocks, so the few slow voxels do not keep every block iterating.
+    """
+    mu = np.full(amp.size, 1e-3)
+    todo = np.arange(amp.size)
+    done_iterations = 0
+    while todo.size and done_iterations < iterations:
+        n = min(_ROUND_ITERATIONS, iterations - done_iterations)
+        blocks = [todo[lo:lo + _BLOCK_VOXELS] for lo in range(0, todo.size, _BLOCK_VOXELS)]
+        todo = np.concatenate(block_map(lambda idx, n=n: _lm_block(tt, w, y, amp, lam, cur, mu, idx, n), blocks))
+        done_iterations += n
+    return int(todo.size)
+
+
+def _vw_mono(t, y, rel, tail, lam_phys, block_map: BlockMap, iterations: int = 100):
     """Vectorised weighted LS fit of A·e^(−λt) with σ_ij = rel_i·y_ij (all y > 0); λ capped at λ_phys."""
     w = 1.0 / (rel[:, None] * y) ** 2
     wl = 1.0 / rel ** 2
@@ -112,43 +201,13 @@ def _vw_mono(t, y, rel, tail, lam_phys, iterations: int = 100):
     lam = np.clip(-slope, RATE_BOUNDS_PER_H[0], RATE_BOUNDS_PER_H[1])
     amp = np.exp((wl @ ln) / wl.sum() + lam * tm)
     tt = t[:, None]
-
-    def wrss(a, lm):
-        return (w * (a * np.exp(-lm * tt) - y) ** 2).sum(0)
-
-    cur = wrss(amp, lam)
-    mu = np.full(y.shape[1], 1e-3)
-    active = np.arange(y.shape[1])          # Levenberg–Marquardt on the voxels not yet converged
-    for _ in range(iterations):
-        if active.size == 0:
-            break
-        a, lm, wa, ya, m = amp[active], lam[active], w[:, active], y[:, active], mu[active]
-        e = np.exp(-lm * tt)
-        r = a * e - ya
-        jl = -a * tt * e
-        a11, a12, a22 = (wa * e * e).sum(0), (wa * e * jl).sum(0), (wa * jl * jl).sum(0)
-        g1, g2 = (wa * e * r).sum(0), (wa * jl * r).sum(0)
-        b11, b22 = a11 * (1 + m), a22 * (1 + m)
-        det = b11 * b22 - a12 * a12
-        det = np.where(det > 0, det, np.inf)
-        da = -(b22 * g1 - a12 * g2) / det
-        dl = -(b11 * g2 - a12 * g1) / det
-        a_new = np.maximum(a + da, 0.0)
-        l_new = np.clip(lm + dl, RATE_BOUNDS_PER_H[0], RATE_BOUNDS_PER_H[1])
-        trial = (wa * (a_new * np.exp(-l_new * tt) - ya) ** 2).sum(0)
-        better = trial < cur[active]
-        amp[active] = np.where(better, a_new, a)
-        lam[active] = np.where(better, l_new, lm)
-        cur[active] = np.where(better, trial, cur[active])
-        mu[active] = np.where(better, m / 3.0, m * 4.0)
-        small_step = (np.abs(da) <= 1e-10 * np.maximum(a, 1e-300)) & (np.abs(dl) <= 1e-10 * lm)
-        done = small_step | (mu[active] > 1e12)
-        active = active[~done]
-    if active.size:
+    cur = (w * (amp * np.exp(-lam * tt) - y) ** 2).sum(0)
+    n_left = _levenberg_marquardt(tt, w, y, amp, lam, cur, iterations, block_map)
+    if n_left:
         log.warning("voxel-wise mono-exponential fit: %d of %d voxels did not converge in %d Levenberg-Marquardt "
                     "iterations; their last iterate (lower weighted RSS than the log-linear start) is used",
-                    active.size, y.shape[1], iterations)
-    amp, lam = _polish(tt, y, w, amp, lam)
+                    n_left, y.shape[1], iterations)
+    amp, lam = _polish(tt, y, w, amp, lam, block_map)
     capped = lam < lam_phys * (1 - CAP_TOLERANCE)
     low = lam < lam_phys
     if np.any(low):
@@ -168,13 +227,14 @@ def _vw_mono(t, y, rel, tail, lam_phys, iterations: int = 100):
 def voxelwise_time_integral(times_h, maps: Sequence, *, model: str = "mono", tail: str = "fit", mask=None,
                             rel_sd=None, head: str = "linear", tail_points: int = 3,
                             half_life_h: float = LU177_HALF_LIFE_H, chunk_voxels: int = 1_000_000,
-                            what: str = "voxel-wise integral") -> VoxelwiseIntegral:
+                            workers: int | None = None, what: str = "voxel-wise integral") -> VoxelwiseIntegral:
     """Integrate a time series of maps voxel by voxel, vectorised over voxels (no per-voxel Python loop).
 
     ``model``: ``mono`` (weighted LS fit of A·e^(−λt) per voxel with σ ∝ y, the same objective as
     :func:`integration.time_integral` with ``values_sd = rel_sd·y``; voxels with a sample ≤ 0 fall back
     to the trapezoid) or ``trapezoid`` (the rules of :func:`integration.trapezoid_columns`). ``rel_sd``: the
-    relative SD of each time point (default equal). Voxels outside ``mask`` get 0.
+    relative SD of each time point (default equal). Voxels outside ``mask`` get 0. ``workers``: threads for
+    the fit (default: the CPUs this process may use); the result is the same for any number.
     """
     check_choice("model", model, ("mono", "trapezoid"), what)
     check_choice("tail", tail, TAILS, what)
@@ -191,6 +251,8 @@ def voxelwise_time_integral(times_h, maps: Sequence, *, model: str = "mono", tai
     tail_points = check_tail_points(tail_points, what)
     if isinstance(chunk_voxels, bool) or not isinstance(chunk_voxels, numbers.Integral) or chunk_voxels < 1:
         raise InputError(f"{what}: chunk_voxels must be a positive integer, got {chunk_voxels!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1):
+        raise InputError(f"{what}: workers must be a positive integer or None, got {workers!r}")
     if t.size < 2:
         raise InputError(f"{what}: voxel-wise integration needs at least two time points")
     import SimpleITK as sitk
@@ -219,23 +281,25 @@ def voxelwise_time_integral(times_h, maps: Sequence, *, model: str = "mono", tai
     lam = np.full(n_vox, lam_phys)
     fallback = np.zeros(n_vox, bool)
     n_capped = 0
-    for lo in range(0, n_vox, chunk_voxels):
-        # each voxel normalised by a power of two near its largest sample (exact): scale-invariant fits
-        scale = _power_of_two_scales(stack[:, lo:lo + chunk_voxels].max(axis=0))
-        y = stack[:, lo:lo + chunk_voxels] / scale
-        tc = trapezoid_columns(t, y, log_w, head, tail, tail_points, lam_phys)
-        v, lm, cp = tc.total, tc.lam_tail, tc.fitted & (tc.lam_fitted < lam_phys * (1 - CAP_TOLERANCE))
-        fb = np.ones(y.shape[1], bool)
-        if model == "mono":
-            pos = np.all(y > 0, axis=0)
-            fb = ~pos
-            if np.any(pos):
-                vm, lmm, cpm = _vw_mono(t, y[:, pos], rel, tail, lam_phys)
-                v[pos], lm[pos], cp[pos] = vm, lmm, cpm
-        value[lo:lo + chunk_voxels] = v * scale
-        lam[lo:lo + chunk_voxels] = lm
-        fallback[lo:lo + chunk_voxels] = fb & (model == "mono")
-        n_capped += int(cp.sum())
+    with _block_map(workers or default_workers()) as block_map:
+        for lo in range(0, n_vox, chunk_voxels):
+            # each voxel normalised by a power of two near its largest sample (exact): scale-invariant fits
+            scale = _power_of_two_scales(stack[:, lo:lo + chunk_voxels].max(axis=0))
+            y = stack[:, lo:lo + chunk_voxels] / scale
+            n = y.shape[1]
+            fit = np.all(y > 0, axis=0) if model == "mono" else np.zeros(n, bool)
+            trap = ~fit                                    # model "trapezoid", and the mono fallback
+            v, lm, cp = np.empty(n), np.empty(n), np.empty(n, bool)
+            if np.any(trap):
+                tc = trapezoid_columns(t, y[:, trap], log_w, head, tail, tail_points, lam_phys)
+                v[trap], lm[trap] = tc.total, tc.lam_tail
+                cp[trap] = tc.fitted & (tc.lam_fitted < lam_phys * (1 - CAP_TOLERANCE))
+            if np.any(fit):
+                v[fit], lm[fit], cp[fit] = _vw_mono(t, y[:, fit], rel, tail, lam_phys, block_map)
+            value[lo:lo + chunk_voxels] = v * scale
+            lam[lo:lo + chunk_voxels] = lm
+            fallback[lo:lo + chunk_voxels] = trap & (model == "mono")
+            n_capped += int(cp.sum())
     out = np.zeros(shape)
     out[sel] = value
     lam_map = np.full(shape, lam_phys)

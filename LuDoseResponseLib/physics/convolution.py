@@ -14,6 +14,8 @@ with an odd-sized kernel centred on its middle voxel), computed without wrap-aro
   complex buffer of P_z × P_y × (P_x/2+1); temporaries are blocks of at most ``block_bytes``
   (default: 1/16 of the buffer, between 1 and 8 MiB). Cached convolvers keep the work buffer
   between calls (no page faults for the next time point); :func:`clear_convolver_cache` frees it.
+- ``backend="cupy"`` runs the same padded convolution as full 3-D FFTs on a CUDA GPU (CuPy, optional;
+  :mod:`.convolution_gpu`); ``"cpu"`` (default) is the path above.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from LuDoseResponseLib.errors import InputError
+from LuDoseResponseLib.physics.convolution_gpu import check_backend, convolve_on_gpu
 
 _DEFAULT_BLOCK_BYTES = 8 * 2**20
 
@@ -47,7 +50,10 @@ class KernelConvolver:
     """Convolve arrays of one grid shape [z, y, x] with one kernel (odd sizes, centre = source)."""
 
     def __init__(self, kernel_zyx: np.ndarray, grid_shape_zyx: tuple[int, int, int], *, dtype=np.float32,
-                 workers: int | None = None, block_bytes: int | None = None, keep_buffer: bool = False):
+                 workers: int | None = None, block_bytes: int | None = None, keep_buffer: bool = False,
+                 backend: str = "cpu"):
+        check_backend(backend)
+        self.backend = backend
         k = np.asarray(kernel_zyx, dtype=np.float64)
         if k.ndim != 3 or any(s % 2 == 0 for s in k.shape):
             raise InputError(f"kernel must be 3-D with odd sizes (source voxel at the centre), got {k.shape}")
@@ -105,6 +111,10 @@ class KernelConvolver:
     def spectrum_bytes(self) -> int:
         return int(self._spectrum.nbytes)
 
+    def full_spectrum(self) -> np.ndarray:
+        """The kernel spectrum on the whole padded box, P_z × P_y × (P_x/2+1), for full 3-D FFTs."""
+        return self._spectrum_block(0, self.padded[1])
+
     def _spectrum_block(self, y0: int, y1: int) -> np.ndarray:
         if not self.symmetric:
             return self._spectrum[:, y0:y1, :]
@@ -125,6 +135,11 @@ class KernelConvolver:
         if tuple(x.shape) != self.shape:
             raise InputError(f"array shape {x.shape} does not match the convolver's grid {self.shape}")
         with self._lock:
+            if self.backend == "cupy":
+                out = convolve_on_gpu(self, x, scale, transform)
+                if progress:
+                    progress(1.0)
+                return out
             return self._convolve(x, scale, transform, progress)
 
     def _work_buffer(self) -> np.ndarray:
@@ -198,7 +213,7 @@ _CACHE_STATS = {"hits": 0, "misses": 0}
 
 
 def cached_convolver(kernel_zyx: np.ndarray, grid_shape_zyx: tuple[int, int, int], *, dtype=np.float32,
-                     workers: int | None = None) -> KernelConvolver:
+                     workers: int | None = None, backend: str = "cpu") -> KernelConvolver:
     """A :class:`KernelConvolver`, reused across calls with the same kernel, grid and dtype.
 
     The last two are kept with their kernel spectrum and work buffer, so both are made once for all
@@ -206,16 +221,18 @@ def cached_convolver(kernel_zyx: np.ndarray, grid_shape_zyx: tuple[int, int, int
     """
     import hashlib
 
+    check_backend(backend)
+
     k = np.ascontiguousarray(kernel_zyx, dtype=np.float64)
     key = (hashlib.sha1(k.tobytes()).hexdigest(), k.shape, tuple(int(n) for n in grid_shape_zyx),
-           np.dtype(dtype).str, workers)
+           np.dtype(dtype).str, workers, backend)
     conv = _CACHE.get(key)
     if conv is not None:
         _CACHE.move_to_end(key)
         _CACHE_STATS["hits"] += 1
         return conv
     _CACHE_STATS["misses"] += 1
-    conv = KernelConvolver(k, grid_shape_zyx, dtype=dtype, workers=workers, keep_buffer=True)
+    conv = KernelConvolver(k, grid_shape_zyx, dtype=dtype, workers=workers, keep_buffer=True, backend=backend)
     _CACHE[key] = conv
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)

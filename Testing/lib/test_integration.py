@@ -560,6 +560,32 @@ def test_voxelwise_mono_matches_analytic_and_scalar_fit():
     assert rz.integral[2, 2, 2] == 0.0 and np.all(rz.integral[4] == 0.0)
 
 
+def test_voxelwise_mono_blocks_pooling_and_threads_match_the_scalar_fit(monkeypatch):
+    """Tiny blocks and one-iteration rounds (voxels pooled across blocks at every step), on two threads:
+    each voxel still matches the independent scalar fit, and the map is the same bit for bit as one block."""
+    from LuDoseResponseLib.dosimetry import voxelwise_integration as vw
+
+    rng = np.random.default_rng(11)
+    shape = (3, 8, 10)
+    amp = rng.uniform(0.1, 2.0, shape)
+    lam = math.log(2) / rng.uniform(20.0, 150.0, shape)
+    noisy = [amp * np.exp(-lam * t) * (1 + 0.05 * rng.standard_normal(shape)) for t in T_TYPICAL]
+    rel = np.array([0.02, 0.03, 0.05, 0.08])
+    one = voxelwise_time_integral(T_TYPICAL, noisy, model="mono", rel_sd=rel, workers=1)
+    monkeypatch.setattr(vw, "_BLOCK_VOXELS", 7)
+    monkeypatch.setattr(vw, "_ROUND_ITERATIONS", 1)
+    many = voxelwise_time_integral(T_TYPICAL, noisy, model="mono", rel_sd=rel, workers=2)
+    assert np.array_equal(many.integral, one.integral)
+    assert np.array_equal(many.lambda_per_h, one.lambda_per_h)
+    for flat in rng.choice(amp.size, 10, replace=False):
+        idx = np.unravel_index(flat, shape)
+        y = np.array([m[idx] for m in noisy])
+        assert many.integral[idx] == pytest.approx(time_integral(T_TYPICAL, y, model="mono", values_sd=rel * y).value,
+                                                   rel=1e-6)
+    with pytest.raises(InputError, match="workers"):
+        voxelwise_time_integral(T_TYPICAL, noisy, workers=0)
+
+
 def test_voxelwise_trapezoid_matches_the_piecewise_truth_and_image_roundtrip():
     """Each voxel against quad of its piecewise curve (linear head, linear between samples, exponential
     tail); the fitted tail λ from np.polyfit of ln y over the last samples at or after the maximum (at most
