@@ -9,7 +9,8 @@ attenuation μ the line integral is exact: a voxel contributes
 M the ∫μ dy between the voxel and the detector. μ at 208.4 keV is ρ(HU)·(μ/ρ)_water, ρ from the
 bilinear HU→density calibration of :mod:`LuDoseResponseLib.physics.density` and (μ/ρ)_water from the
 NIST XCOM table (:func:`LuDoseResponseLib.physics.photon_kernel.mu_water`). Pixels are the grid's
-(x, z) columns, rows head to foot, with ``margin_px`` empty pixels around the body.
+(x, z) columns, rows head to foot, with ``margin_px`` empty pixels around the body, so the planar field
+is centred on the CT.
 
 Counts per view = primary MBq × sensitivity (cps/MBq) × scan time, blurred by a depth-independent
 Gaussian camera resolution (``fwhm_mm``); scatter is a broad Gaussian-blurred fraction of the primary
@@ -96,10 +97,3 @@ def planar_windows(conc_bq_per_ml: np.ndarray, hu_zyx: np.ndarray, spacing_mm: f
         out[view] = counts if view == "anterior" else {k: v[:, ::-1] for k, v in counts.items()}
     return out
 
-
-def planar_field_origin_mm(origin_mm, shape_zyx, spacing_mm: float, margin_px: int) -> tuple[float, float]:
-    """(x0, z0) of planar pixel [0, 0] in LPS for :func:`planar_windows`' images (for tests and truth only:
-    the pipeline registers the frame by the body outline)."""
-    x0 = origin_mm[0] - margin_px * spacing_mm
-    z0 = origin_mm[2] + (shape_zyx[0] - 1 + margin_px) * spacing_mm
-    return x0, z0

@@ -198,3 +198,26 @@ def test_hybrid_from_planar_dicom_files(phantom_pairs, tmp_path):
         k = DOSE_RATE_PER_MBQ[s.name]
         reference = time_integral(TIMES_H, [k * s.activity_mbq_at(t) for t in TIMES_H]).value
         assert result.tumours[s.name].dose().value == pytest.approx(reference, rel=0.05)
+
+
+@pytest.mark.parametrize("model", ["mono", "uptake-washout"])
+def test_earlier_curve_factor_is_the_integral_over_the_value_at_the_spect_time(model):
+    """∫f/f(t) of a fitted earlier curve, against the closed forms 1/λ·e^(λt) and
+    (1/λ − 1/λ_u)/(e^(−λt) − e^(−λ_u t)); with it from-cycle-1 reproduces a same-shape cycle exactly."""
+    from LuDoseResponseLib.dosimetry.reduced_imaging import earlier_curve_factor_h
+
+    lam, lam_u = LN2 / 90.0, LN2 / 2.0
+    if model == "mono":
+        curve = lambda t: 2.0 * math.exp(-lam * t)                                   # noqa: E731
+        expected = math.exp(lam * 24.0) / lam
+    else:
+        curve = lambda t: 2.0 * (math.exp(-lam * t) - math.exp(-lam_u * t))          # noqa: E731
+        expected = (1 / lam - 1 / lam_u) / (math.exp(-lam * 24.0) - math.exp(-lam_u * 24.0))
+    fit = time_integral((1.0, 4.0, 24.0, 96.0, 168.0), [curve(t) for t in (1.0, 4.0, 24.0, 96.0, 168.0)],
+                        model=model)
+    assert earlier_curve_factor_h(fit, 24.0) == pytest.approx(expected, rel=1e-5)
+    t_eff, t_eff_sd = earlier_cycle_t_eff(fit)
+    reduced = reduced_imaging_dose("from-cycle-1", 24.0, 0.7 * curve(24.0), earlier_t_eff_h=t_eff,
+                                   earlier_t_eff_sd_h=t_eff_sd, earlier_factor_h=earlier_curve_factor_h(fit, 24.0))
+    assert reduced.value == pytest.approx(0.7 * fit.value, rel=1e-9) and reduced.sd > 0
+    assert earlier_curve_factor_h(time_integral((24.0, 96.0), (1.0, 0.5), method="trapezoid"), 24.0) is None
