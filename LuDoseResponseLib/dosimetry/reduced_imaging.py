@@ -4,7 +4,8 @@ The manifest's ``kinetics`` chooses (``KINETICS``):
 
 - ``stp-hanscheid``: D ≈ Ḋ(t)·2t/ln2 (Hänscheid H et al., J Nucl Med 2018;59:75–81). The SD carries
   only the dose-rate SD; the approximation error (+6.2 % at most when T_eff lies between t/2 and t,
-  an underestimate outside) is stated in the result's warnings, not included.
+  an underestimate outside) is stated in the result's warnings, not included; a SPECT before 72 h
+  (``HANSCHEID_EARLIEST_H``) adds a warning with the underestimate for a typical tumour (T_eff 100 h).
 - ``stp-madsen``: a mono-exponential through the sample with a population effective half-life
   T ± σ_T (Madsen MT et al., Med Phys 2018;45:2318–2324).
 - ``from-cycle-1``: the same, with the tumour's own effective half-life from an earlier cycle of the
@@ -36,6 +37,9 @@ from LuDoseResponseLib.parsing import positive_number
 from LuDoseResponseLib.physics.nuclides import LU177_HALF_LIFE_H
 
 KINETICS = ("stp-hanscheid", "stp-madsen", "from-cycle-1")
+#: a Hänscheid SPECT earlier than this (h) is warned about: D_H/D = (2x/ln2)e^(−x), x = ln2·t/T_eff, is 0.41
+#: at 24 h for T_eff 100 h (Hänscheid et al. 2018 image at about 96 h)
+HANSCHEID_EARLIEST_H = 72.0
 DEFAULT_INTER_CYCLE_T_EFF_CV = 0.20
 #: the slow (washout) rate of each fitted model of integration.time_integral: T_eff = ln2/λ
 _SLOW_RATE_NAMES = ("lambda_per_h", "lambda_slow_per_h", "lambda_washout_per_h")
@@ -90,7 +94,14 @@ def reduced_imaging_dose(kinetics: str, time_h: float, dose_rate_gy_per_h: float
     if kinetics not in KINETICS:
         raise InputError(f"{what}: kinetics must be one of {', '.join(KINETICS)}, got {kinetics!r}")
     if kinetics == "stp-hanscheid":
-        return hanscheid_2018(time_h, dose_rate_gy_per_h, value_sd=dose_rate_sd_gy_per_h, what=what)
+        result = hanscheid_2018(time_h, dose_rate_gy_per_h, value_sd=dose_rate_sd_gy_per_h, what=what)
+        if time_h < HANSCHEID_EARLIEST_H:
+            x = math.log(2.0) * time_h / 100.0
+            note = (f"{what}: Hänscheid's approximation is meant for imaging at about 4 days; at {time_h:g} h it "
+                    f"underestimates a tumour with T_eff 100 h by {1 - 2 * x / math.log(2.0) * math.exp(-x):.0%} "
+                    "(D_H/D = (2x/ln2)·e^(−x), x = ln2·t/T_eff); use stp-madsen or from-cycle-1")
+            result = replace(result, warnings=(*result.warnings, note))
+        return result
     if kinetics == "stp-madsen":
         t_eff = positive_number(population_t_eff_h, f"{what}: population_t_eff_h")
         return _madsen_with_spread(time_h, dose_rate_gy_per_h, t_eff, float(population_t_eff_sd_h),

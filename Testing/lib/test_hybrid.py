@@ -246,3 +246,12 @@ def test_activity_overlapping_a_projection_is_reported():
                                                                               for t in TIMES_H]).value - 1
         assert (error < -0.15) if s.name == "T2" else (abs(error) < 0.05), (s.name, error)
     assert scale_outlier_warnings({"a": 1.0, "b": 0.5}) == []          # two tumours: no median to compare with
+
+
+def test_early_hanscheid_is_warned_with_the_underestimate():
+    """At 24 h Hänscheid's D = Ḋ·2t/ln2 is (2x/ln2)e^(−x) = 41 % of the mono-exponential truth for T_eff 100 h."""
+    rate = _mono_dose_rate(0.6, 100.0)
+    early = reduced_imaging_dose("stp-hanscheid", 24.0, rate(24.0))
+    assert early.value / (0.6 * 100.0 / LN2) == pytest.approx(0.41, abs=0.005)
+    assert any("underestimates a tumour with T_eff 100 h by 59%" in w for w in early.warnings)
+    assert not any("meant for imaging" in w for w in reduced_imaging_dose("stp-hanscheid", 96.0, rate(96.0)).warnings)
