@@ -123,8 +123,9 @@ def hybrid_doses(cycle: Cycle, spect: SpectVois, ct_hu: sitk.Image, masks: Mappi
     for name, tumour in result.tumours.items():
         what = f"tumour {name!r}, cycle {cycle.number} (hybrid)"
         d = time_integral(tumour.times_h, tumour.dose_rate_gy_per_h, what=what, **integration)
-        tia = time_integral(tumour.times_h, tumour.activity_mbq, what=what, **integration)
         warn += list(d.warnings)
+        d = dataclasses.replace(d, warnings=(*d.warnings, *tumour.warnings))   # the row carries the planar ones too
+        tia = time_integral(tumour.times_h, tumour.activity_mbq, what=what, **integration)
         fitted[(cycle.number, name)] = d
         doses.append(_with(TumourCycleDose.from_integral(name, cycle.number, d, tia=tia, mass_g=spect.mass_g[name]),
                            spect_time_h=spect.time_h, hybrid_scale_factor=tumour.scale_factor))
