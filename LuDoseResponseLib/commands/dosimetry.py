@@ -10,7 +10,8 @@ log = logging.getLogger(__name__)
 def register(sub) -> None:
     p = sub.add_parser("dosimetry", help="one patient: SPECT/CT + segmentations -> tumour doses and response",
                        description="Validate a study manifest (contracts/study-manifest.md) and write "
-                                   "tumour_cycles.csv, tumours.csv, dose_cycle<N>.nrrd and run.json into DIR.")
+                                   "tumour_cycles.csv, tumours.csv, dose_cycle<N>.nrrd, run.json and, "
+                                   "with kidney VOIs, organ_cycles.csv into DIR.")
     p.add_argument("manifest", help="study manifest (TOML)")
     p.add_argument("--out", required=True, help="output folder (re-running into it replaces the outputs)")
     p.add_argument("--rtdose", action="store_true", help="also write each cycle's dose map as DICOM RT Dose")

@@ -33,13 +33,17 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
-from LuDoseResponseLib.errors import DicomError, GeometryError, InputError
-from LuDoseResponseLib.io.dicom.tags import get, get_str
+from LuDoseResponseLib.errors import DicomError, GeometryError, InputError, LuDoseResponseError
+from LuDoseResponseLib.io.dicom.tags import MALFORMED_ELEMENT_ERRORS, get, get_str
 
 log = logging.getLogger(__name__)
 
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 _PLANARITY_TOL_SLICES = 0.01
+#: RTROIInterpretedType values (PS3.3 C.8.8.8) of ROIs that are no tumour or organ: never read as one
+NOT_ANATOMY = frozenset({"EXTERNAL", "BOLUS", "MARKER", "REGISTRATION", "ISOCENTER", "CONTRAST_AGENT",
+                         "BRACHY_CHANNEL", "BRACHY_ACCESSORY", "BRACHY_SRC_APP", "BRACHY_CHNL_SHLD", "SUPPORT",
+                         "FIXATION", "DOSE_REGION", "TREATED_VOLUME", "IRRAD_VOLUME"})
 
 
 @dataclass(frozen=True, eq=False)   # holds arrays or images: compare by identity
@@ -50,7 +54,12 @@ class RoiContours:
     name: str
     contours: tuple[np.ndarray, ...]
     skipped_types: tuple[str, ...] = ()
+    interpreted_type: str | None = None     # RTROIInterpretedType (3006,00A4): GTV, ORGAN, EXTERNAL, ...
 
+    @property
+    def is_anatomy(self) -> bool:
+        """False for ROIs that mark no anatomy (EXTERNAL, MARKER, ISOCENTER, ...: :data:`NOT_ANATOMY`)."""
+        return (self.interpreted_type or "").upper() not in NOT_ANATOMY
 
 
 @dataclass(frozen=True)
@@ -61,10 +70,17 @@ class StructureSet:
     frame_of_reference_uid: str | None
     rois: tuple[RoiContours, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    referenced_series_uids: tuple[str, ...] = ()   # the image series the contours were drawn on
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(r.name for r in self.rois)
+
+    @property
+    def volume_names(self) -> tuple[str, ...]:
+        """The ROIs read as tumours or organs: anatomy (:attr:`RoiContours.is_anatomy`) whose contours are
+        closed planar, or that have no contour at all (an empty ROI, volume 0: a tumour that has gone)."""
+        return tuple(r.name for r in self.rois if r.is_anatomy and (r.contours or not r.skipped_types))
 
 
 @dataclass(frozen=True, eq=False)   # holds arrays or images: compare by identity
@@ -100,9 +116,22 @@ def read_rtstruct(path: str | Path) -> StructureSet:
         ds = pydicom.dcmread(path, force=True)
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         raise DicomError(f"{path}: cannot read as DICOM ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on corrupt bytes: a bad file, named
+        raise DicomError(f"{path}: cannot read as DICOM ({type(exc).__name__}: {exc})") from None
     if str(get(ds, "SOPClassUID") or "") != RTSTRUCT_SOP_CLASS and get_str(ds, "Modality") != "RTSTRUCT":
         raise DicomError(f"{path}: not an RT Structure Set (Modality {get_str(ds, 'Modality')!r}); give the "
                          "RTSTRUCT file")
+    try:
+        return _structure_set(ds, path)
+    except LuDoseResponseError:
+        raise
+    except MALFORMED_ELEMENT_ERRORS as exc:
+        # a value pydicom parses only on access (a wrong VR, a cut element): the file is malformed
+        raise DicomError(f"{path}: malformed RT Structure Set ({type(exc).__name__}: {exc}); export it again "
+                         "from the planning system") from None
+
+
+def _roi_names(ds, path: str) -> tuple[dict[int, str], set[str]]:
     names: dict[int, str] = {}
     listed: list[str] = []
     frames: set[str] = set()
@@ -123,7 +152,37 @@ def read_rtstruct(path: str | Path) -> StructureSet:
     if duplicates:
         raise DicomError(f"{path}: ROI name(s) {duplicates} occur more than once; tumours are joined by name, so "
                          "rename them in the planning system")
-    rois, notes = [], []
+    return names, frames
+
+
+def _interpreted_types(ds) -> dict[int, str]:
+    out = {}
+    for obs in get(ds, "RTROIObservationsSequence") or []:
+        number, kind = get(obs, "ReferencedROINumber"), get_str(obs, "RTROIInterpretedType")
+        if number is not None and kind:
+            try:
+                out[int(number)] = kind.upper()
+            except (TypeError, ValueError):
+                continue
+    return out
+
+
+def _referenced_series(ds) -> tuple[str, ...]:
+    """SeriesInstanceUIDs of RTReferencedSeriesSequence (C.8.8.5): the images the contours were drawn on."""
+    uids = []
+    for frame in get(ds, "ReferencedFrameOfReferenceSequence") or []:
+        for study in get(frame, "RTReferencedStudySequence") or []:
+            for series in get(study, "RTReferencedSeriesSequence") or []:
+                uid = get_str(series, "SeriesInstanceUID")
+                if uid and uid not in uids:
+                    uids.append(uid)
+    return tuple(uids)
+
+
+def _structure_set(ds, path: str) -> StructureSet:
+    names, frames = _roi_names(ds, path)
+    kinds = _interpreted_types(ds)
+    rois, notes, seen = [], [], set()
     for item in get(ds, "ROIContourSequence") or []:
         try:
             number = int(item.ReferencedROINumber)
@@ -132,6 +191,9 @@ def read_rtstruct(path: str | Path) -> StructureSet:
         if number not in names:
             raise DicomError(f"{path}: ROIContourSequence refers to ROI {number}, which StructureSetROISequence "
                              "does not define")
+        if number in seen:
+            raise DicomError(f"{path}: ROIContourSequence holds ROI {number} ('{names[number]}') twice")
+        seen.add(number)
         contours, skipped = [], []
         for c in get(item, "ContourSequence") or []:
             kind = (get_str(c, "ContourGeometricType") or "").upper()
@@ -142,7 +204,10 @@ def read_rtstruct(path: str | Path) -> StructureSet:
         if skipped:
             notes.append(f"{path}: ROI '{names[number]}': {len(skipped)} contour(s) of type "
                          f"{sorted(set(skipped))} hold no volume and are skipped")
-        rois.append(RoiContours(number, names[number], tuple(contours), tuple(skipped)))
+        rois.append(RoiContours(number, names[number], tuple(contours), tuple(skipped), kinds.get(number)))
+    for number in sorted(set(names) - seen):   # listed, never contoured: an empty ROI
+        notes.append(f"{path}: ROI '{names[number]}' has no contours (an empty ROI)")
+        rois.append(RoiContours(number, names[number], (), (), kinds.get(number)))
     for note in notes:
         log.info(note)
     if len(frames) > 1:
@@ -151,7 +216,7 @@ def read_rtstruct(path: str | Path) -> StructureSet:
     if frame is None:
         for ref in get(ds, "ReferencedFrameOfReferenceSequence") or []:
             frame = get_str(ref, "FrameOfReferenceUID") or frame
-    return StructureSet(path, frame, tuple(rois), tuple(notes))
+    return StructureSet(path, frame, tuple(rois), tuple(notes), _referenced_series(ds))
 
 
 def _to_index(points_lps: np.ndarray, reference: sitk.Image) -> np.ndarray:
@@ -181,7 +246,8 @@ def _fill_even_odd(polygons_ij: list[np.ndarray], shape_ji: tuple[int, int]) -> 
         if not np.any(crossing):
             continue
         c = e[crossing]
-        x = np.sort(c[:, 0] + (j - c[:, 1]) * (c[:, 2] - c[:, 0]) / (c[:, 3] - c[:, 1]))
+        x = c[:, 0] + (j - c[:, 1]) * (c[:, 2] - c[:, 0]) / (c[:, 3] - c[:, 1])
+        x = np.sort(np.clip(np.nan_to_num(x, nan=-1.0), -1.0, cols + 1.0))   # far-off points: off the grid
         for left, right in zip(x[0::2], x[1::2], strict=True):
             first, last = max(0, math.ceil(left)), min(cols - 1, math.ceil(right) - 1)
             if first <= last:
@@ -203,6 +269,32 @@ def _plane_spacing(planes_k: list[float]) -> float:
     return float(values[np.argmax(counts)])
 
 
+def contour_planes(structure_set: StructureSet, reference: sitk.Image,
+                   names: list[str] | tuple[str, ...]) -> dict[str, list[tuple[float, np.ndarray]]]:
+    """Each named ROI's contours as (slice coordinate k, (n, 2) in-plane indices) on ``reference``'s grid.
+
+    Rule 1 of the module docstring: InputError for an ROI without closed planar contours, GeometryError for a
+    contour that is not in a slice plane. Needs the grid only (no pixels), so it also checks a structure set
+    against its reference image before any pixel is read.
+    """
+    rois = {r.name: r for r in structure_set.rois}
+    out: dict[str, list[tuple[float, np.ndarray]]] = {}
+    for name in names:
+        roi = rois[name]
+        if not roi.contours:
+            raise InputError(f"{structure_set.path}: ROI '{name}' has no closed planar contours, so no volume")
+        planes = []
+        for points in roi.contours:
+            ijk = _to_index(points, reference)
+            if not np.all(np.isfinite(ijk)) or np.ptp(ijk[:, 2]) > _PLANARITY_TOL_SLICES:
+                raise GeometryError(f"{structure_set.path}: a contour of ROI '{name}' is not in a slice plane of the "
+                                    "reference image (it is oblique to the slices); rasterise onto the image the "
+                                    "structure set was drawn on")
+            planes.append((float(np.mean(ijk[:, 2])), ijk[:, :2]))
+        out[name] = planes
+    return out
+
+
 def rasterise_rtstruct(structure_set: StructureSet, reference: sitk.Image, *,
                        names: list[str] | tuple[str, ...] | None = None) -> dict[str, RasterisedRoi]:
     """Rasterise the named ROIs (default: every ROI with closed contours) onto ``reference``'s grid.
@@ -219,22 +311,8 @@ def rasterise_rtstruct(structure_set: StructureSet, reference: sitk.Image, *,
                          f"{list(rois)}")
     size = reference.GetSize()
     spacing = np.asarray(reference.GetSpacing(), dtype=float)
-    all_planes = []
-    per_roi: dict[str, list[tuple[float, np.ndarray]]] = {}
-    for name in wanted:
-        roi = rois[name]
-        if not roi.contours:
-            raise InputError(f"{structure_set.path}: ROI '{name}' has no closed planar contours, so no volume")
-        planes = []
-        for points in roi.contours:
-            ijk = _to_index(points, reference)
-            if np.ptp(ijk[:, 2]) > _PLANARITY_TOL_SLICES:
-                raise GeometryError(f"{structure_set.path}: a contour of ROI '{name}' is not in a slice plane of the "
-                                    "reference image (it is oblique to the slices); rasterise onto the image the "
-                                    "structure set was drawn on")
-            planes.append((float(np.mean(ijk[:, 2])), ijk[:, :2]))
-        per_roi[name] = planes
-        all_planes += [k for k, _ in planes]
+    per_roi = contour_planes(structure_set, reference, wanted)
+    all_planes = [k for planes in per_roi.values() for k, _ in planes]
     h = _plane_spacing(all_planes)
     out: dict[str, RasterisedRoi] = {}
     for name, planes in per_roi.items():

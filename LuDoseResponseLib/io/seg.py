@@ -25,8 +25,8 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
-from LuDoseResponseLib.errors import DicomError, GeometryError
-from LuDoseResponseLib.io.dicom.tags import first_item, get, get_floats, get_str
+from LuDoseResponseLib.errors import DicomError, GeometryError, LuDoseResponseError
+from LuDoseResponseLib.io.dicom.tags import MALFORMED_ELEMENT_ERRORS, first_item, get, get_floats, get_str
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 _LATTICE_TOL = 1e-3      # of the slice spacing: frame planes must lie on one lattice
@@ -103,15 +103,48 @@ def _frames_array(ds, n_frames: int, rows: int, cols: int, kind: str, path: str)
     return pixels.reshape(n_frames, rows, cols).astype(np.uint8, copy=False)
 
 
+def _read_dataset(path: str, *, headers_only: bool):
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=headers_only)
+    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        raise DicomError(f"{path}: cannot read as DICOM ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on corrupt bytes: a bad file, named
+        raise DicomError(f"{path}: cannot read as DICOM ({type(exc).__name__}: {exc})") from None
+    if str(get(ds, "SOPClassUID") or "") != SEG_SOP_CLASS:
+        raise DicomError(f"{path}: not a DICOM Segmentation (Modality {get_str(ds, 'Modality')!r})")
+    return ds
+
+
+def _malformed(path: str, exc: Exception) -> DicomError:
+    # a value pydicom parses only on access (a wrong VR, a cut element): the file is malformed
+    return DicomError(f"{path}: malformed DICOM Segmentation ({type(exc).__name__}: {exc}); export it again")
+
+
+def read_seg_labels(path: str | Path) -> tuple[str, ...]:
+    """The segment labels of a DICOM SEG file, from its header alone (no pixels)."""
+    path = str(path)
+    ds = _read_dataset(path, headers_only=True)
+    try:
+        return tuple(_segment_labels(ds, path).values())
+    except LuDoseResponseError:
+        raise
+    except MALFORMED_ELEMENT_ERRORS as exc:
+        raise _malformed(path, exc) from None
+
+
 def read_seg(path: str | Path) -> Segmentation:
     """Read every segment of a DICOM SEG file onto the grid its frames define (module docstring)."""
     path = str(path)
+    ds = _read_dataset(path, headers_only=False)
     try:
-        ds = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-        raise DicomError(f"{path}: cannot read as DICOM ({exc})") from None
-    if str(get(ds, "SOPClassUID") or "") != SEG_SOP_CLASS:
-        raise DicomError(f"{path}: not a DICOM Segmentation (Modality {get_str(ds, 'Modality')!r})")
+        return _segmentation(ds, path)
+    except LuDoseResponseError:
+        raise
+    except MALFORMED_ELEMENT_ERRORS as exc:
+        raise _malformed(path, exc) from None
+
+
+def _segmentation(ds, path: str) -> Segmentation:
     kind = (get_str(ds, "SegmentationType") or "").upper()
     if kind not in ("BINARY", "FRACTIONAL"):
         raise DicomError(f"{path}: SegmentationType {kind!r} is not BINARY or FRACTIONAL")

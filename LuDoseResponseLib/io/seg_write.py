@@ -45,11 +45,14 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
     return item
 
 
-def _segment_item(number: int, name: str, algorithm_type: str, algorithm_name: str) -> Dataset:
+def _segment_item(number: int, name: str, algorithm_type: str, algorithm_name: str,
+                  description: str | None = None) -> Dataset:
     category, kind = next((codes for key, codes in _CODES.items() if name.lower().startswith(key)), _TUMOUR)
     item = Dataset()
     item.SegmentNumber = number
     item.SegmentLabel = name[:64]
+    if description:
+        item.SegmentDescription = description[:64]
     item.SegmentAlgorithmType = algorithm_type
     if algorithm_type != "MANUAL":
         item.SegmentAlgorithmName = algorithm_name[:64]
@@ -58,9 +61,12 @@ def _segment_item(number: int, name: str, algorithm_type: str, algorithm_name: s
     return item
 
 
-def _masks_on_one_grid(masks: Mapping[str, sitk.Image]) -> tuple[sitk.Image, dict[str, np.ndarray]]:
+def masks_on_one_grid(masks: Mapping[str, sitk.Image], *,
+                      right_handed: bool = True) -> tuple[sitk.Image, dict[str, np.ndarray]]:
+    """The masks' common grid and each as a boolean array; InputError/GeometryError for an empty mask, an
+    unnamed one or masks on different or left-handed grids."""
     if not masks:
-        raise InputError("write_seg needs at least one mask")
+        raise InputError("at least one mask is needed")
     reference = next(iter(masks.values()))
     arrays = {}
     for name, mask in masks.items():
@@ -77,15 +83,19 @@ def _masks_on_one_grid(masks: Mapping[str, sitk.Image]) -> tuple[sitk.Image, dic
             raise InputError(f"mask '{name}' is empty; a SEG segment needs at least one voxel")
         arrays[str(name)] = array
     direction = np.asarray(reference.GetDirection(), dtype=float).reshape(3, 3)
-    if abs(float(np.cross(direction[:, 0], direction[:, 1]) @ direction[:, 2]) - 1.0) > 1e-6:
+    if right_handed and abs(float(np.cross(direction[:, 0], direction[:, 1]) @ direction[:, 2]) - 1.0) > 1e-6:
         raise GeometryError("the masks' grid is not right-handed and orthogonal; resample it first")
     return reference, arrays
 
 
 def write_seg(masks: Mapping[str, sitk.Image], path: str | os.PathLike, *, source: SeriesMetadata,
               algorithm_type: str = "SEMIAUTOMATIC", algorithm_name: str = "LuDoseResponse SPECT segmentation",
-              series_description: str = "Tumour segmentation (LuDoseResponse)", series_number: int = 910) -> Path:
-    """Write ``masks`` (name → binary image, all on one grid) as a BINARY DICOM SEG of ``source``'s study."""
+              series_description: str = "Tumour segmentation (LuDoseResponse)", series_number: int = 910,
+              descriptions: Mapping[str, str] | None = None) -> Path:
+    """Write ``masks`` (name → binary image, all on one grid) as a BINARY DICOM SEG of ``source``'s study.
+
+    ``descriptions`` (name → text, 64 characters at most) become each segment's SegmentDescription (0062,0006).
+    """
     target = Path(path)
     refuse_to_overwrite_input(target, [Path(source.path)])
     if algorithm_type not in ALGORITHM_TYPES:
@@ -94,7 +104,7 @@ def write_seg(masks: Mapping[str, sitk.Image], path: str | os.PathLike, *, sourc
                             ("frame_of_reference_uid", "FrameOfReferenceUID (0020,0052)")):
         if getattr(source, field_name) is None:
             raise DicomError(f"{source.path}: {tag} is missing, so a SEG cannot be placed in its study")
-    reference, arrays = _masks_on_one_grid(masks)
+    reference, arrays = masks_on_one_grid(masks)
     direction = np.asarray(reference.GetDirection(), dtype=float).reshape(3, 3)
     sx, sy, sz = (float(v) for v in reference.GetSpacing())
     now = datetime.now()
@@ -122,7 +132,8 @@ def write_seg(masks: Mapping[str, sitk.Image], path: str | os.PathLike, *, sourc
     ds.ImageType = ["DERIVED", "PRIMARY"]
     ds.ContentLabel, ds.ContentDescription, ds.ContentCreatorName = "TUMOURS", series_description[:64], ""
     ds.SegmentationType = "BINARY"
-    ds.SegmentSequence = DicomSequence([_segment_item(i, name, algorithm_type, algorithm_name)
+    ds.SegmentSequence = DicomSequence([_segment_item(i, name, algorithm_type, algorithm_name,
+                                                      (descriptions or {}).get(name))
                                         for i, name in enumerate(arrays, start=1)])
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.Rows, ds.Columns = reference.GetSize()[1], reference.GetSize()[0]

@@ -14,6 +14,9 @@ dose rate is scaled by the same factor, as the paper applies PVC to VOI activiti
 map is scaled inside each tumour by the ratio of its corrected to its uncorrected dose
 (:func:`dosimetry.pvc_correction.scale_dose_map`); voxels outside tumours are not changed.
 
+Kidneys (organ VOIs of a cycle, :mod:`.organs`): dose, effective half-life and BED per cycle from the same
+dose-rate maps → ``organ_cycles.csv`` and the cumulative BED in ``run.json`` ``organs``.
+
 Outputs are published as one set (:mod:`LuDoseResponseLib.output_set`: staged beside ``out_dir`` and
 swapped in with one rename), so ``out_dir`` holds the previous run or the new one, never a mix; inputs
 are never written, and ``out_dir`` is checked before any pixel is read.
@@ -52,6 +55,8 @@ from LuDoseResponseLib.pipeline.cycle_methods import (
     reduced_doses,
     tag_method,
 )
+from LuDoseResponseLib.pipeline.organ_names import is_organ
+from LuDoseResponseLib.pipeline.organs import cycle_organ_doses, organ_files, organ_outputs
 from LuDoseResponseLib.pipeline.study import Cycle, Study, load_manifest
 from LuDoseResponseLib.response.tumour_rows import (
     CycleAdministration,
@@ -59,7 +64,7 @@ from LuDoseResponseLib.response.tumour_rows import (
     tumour_cycles_table,
     tumour_rows,
 )
-from LuDoseResponseLib.response.volumetry import read_segmentation, volumes_over_time
+from LuDoseResponseLib.response.volumetry import read_segmentation, segment_names, volumes_over_time
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +88,9 @@ def _pvc_factors(study: Study, activity: sitk.Image, masks: dict[str, np.ndarray
 
 def _masks_on_grid(cycle: Cycle, reference: sitk.Image) -> dict[str, np.ndarray]:
     """Each tumour's mask on the SPECT grid (nearest-neighbour resampling when the grids differ)."""
-    seg = read_segmentation(cycle.tumours)
+    seg = read_segmentation(cycle.tumours, reference=cycle.tumours_reference)
     out = {}
-    for name in seg.names:
+    for name in (n for n in seg.names if not is_organ(n)):   # organ segments are not tumours
         info = seg.segment(name)
         label = seg.image if seg.image.GetNumberOfComponentsPerPixel() == 1 else \
             sitk.VectorIndexSelectionCast(seg.image, info.layer)
@@ -107,7 +112,8 @@ def _integration_kwargs(study: Study) -> dict:
     return {"method": "fit", "model": s.integration, "tail": s.tail}
 
 
-def _cycle(study: Study, cycle: Cycle, progress: Progress | None, warn: list[str], method: str, fitted: dict):
+def _cycle(study: Study, cycle: Cycle, progress: Progress | None, warn: list[str], organ_doses: list,
+           method: str, fitted: dict):
     s = study.settings
     ct = dicom.read_volume(cycle.ct, cycle.ct_series_uid).image if cycle.ct is not None else None
     density = None
@@ -129,6 +135,7 @@ def _cycle(study: Study, cycle: Cycle, progress: Progress | None, warn: list[str
         if progress:
             progress(f"cycle {cycle.number}", (i + 1) / len(cycle.spect))
     masks = _masks_on_grid(cycle, rates[0])
+    organ_doses += cycle_organ_doses(study, cycle, rates, activities, times, density, masks, warn)
     factors = [_pvc_factors(study, a, masks, tp.key, warn) for a, tp in zip(activities, cycle.spect, strict=True)]
     rho = sitk.GetArrayViewFromImage(density) if density is not None else None
     vox_ml = voxel_volume_ml(rates[0])
@@ -169,6 +176,12 @@ def _cycle(study: Study, cycle: Cycle, progress: Progress | None, warn: list[str
     return doses, dose_map
 
 
+def _followed(study: Study) -> list[str] | None:
+    """The baseline's segments less its organ VOIs; None (every segment) when it names no organ."""
+    names = segment_names(study.followups[0].tumours) or ()
+    return [n for n in names if not is_organ(n)] if any(map(is_organ, names)) else None
+
+
 def sha256(path: Path) -> str:
     """SHA-256 of a file, or of a folder's files (names and contents, sorted)."""
     h = hashlib.sha256()
@@ -187,7 +200,9 @@ def _inputs(study: Study) -> list[Path]:
     for c in study.cycles:
         paths += [c.tumours] + ([c.ct] if c.ct else []) + [t.path for t in c.spect]
         paths += [f for pair in c.planar for f in (pair.anterior, pair.posterior)]
-    paths += [f.tumours for f in study.followups]
+    paths += [f.tumours for f in study.followups] + organ_files(study)
+    paths += [s.tumours_reference.path for s in (*study.cycles, *study.followups) if s.tumours_reference]
+    paths += [c.organs_reference.path for c in study.cycles if c.organs_reference]
     return list(dict.fromkeys(paths))
 
 
@@ -206,20 +221,24 @@ def run_patient(manifest: str | Path, out_dir: str | Path, *, rtdose: bool = Fal
     check_output_folder(out, inputs)
     methods, method_warnings = choose_methods(study)
     warn: list[str] = list(study.warnings) + method_warnings
-    doses, maps, fitted = [], {}, {}
+    doses, maps, organ_doses, fitted = [], {}, [], {}
     for cycle in study.cycles:
-        d, m = _cycle(study, cycle, progress, warn, methods[cycle.number], fitted)
+        d, m = _cycle(study, cycle, progress, warn, organ_doses, methods[cycle.number], fitted)
         doses += tag_method(d, methods[cycle.number])
         maps[cycle.number] = m
-    volumes = volumes_over_time([(f.date, f.tumours) for f in study.followups])
+    volumes = volumes_over_time([(f.date, read_segmentation(f.tumours, reference=f.tumours_reference))
+                                 for f in study.followups], tumours=_followed(study))
     admins = [CycleAdministration(c.number, c.administered_at, c.activity_mbq) for c in study.cycles]
     cycles_df = tumour_cycles_table(study.patient.id, doses)
     tumours_df = tumour_rows(study.patient.id, study.patient.grade, admins, doses, volumes)
     warn += [w for cell in tumours_df["warnings"] for w in str(cell).split(" | ") if w]
+    organ_table, organ_run = organ_outputs(study, organ_doses, warn)
     with output_set(out, command="dosimetry", inputs=inputs) as run_set:
         staging = run_set.stage
         cycles_df.to_csv(staging / "tumour_cycles.csv", index=False)
         tumours_df.to_csv(staging / "tumours.csv", index=False)
+        if organ_table is not None:
+            organ_table.to_csv(staging / "organ_cycles.csv", index=False)
         for n, img in maps.items():
             if img is not None:
                 write_nrrd(img, staging / f"dose_cycle{n}.nrrd", inputs=inputs)
@@ -232,7 +251,7 @@ def run_patient(manifest: str | Path, out_dir: str | Path, *, rtdose: bool = Fal
                "settings": study.settings.to_dict(), "study": study.to_dict(),
                "cycle_methods": {str(n): m for n, m in methods.items()},
                "inputs": [{"path": str(p), "sha256": sha256(p)} for p in inputs],
-               "overrides": list(study.overrides), "warnings": list(dict.fromkeys(warn))}
+               "overrides": list(study.overrides), "organs": organ_run, "warnings": list(dict.fromkeys(warn))}
         (staging / "run.json").write_text(json.dumps(run, indent=2, default=str), encoding="utf-8")
     published = dict(run_set.files)
     log.info("patient %s: %d tumours, %d cycles -> %s", study.patient.id, len(tumours_df), len(study.cycles), out)

@@ -16,6 +16,12 @@ Ground truth per tumour and cycle is local energy deposition of the electrons in
 reference §3), so LED is the truth to within those few per cent; below 2 g electrons escape and LED
 overestimates by ~3 % at 1 g.
 
+Kidneys: ``Kidney_L`` (patient's left, +x in LPS) and ``Kidney_R`` share the kidneys' uptake–washout curve
+(uptake per mL and T_bio of ORGANS, or of the patient). Their true dose per cycle is the same local
+deposition, at the density that their 30 HU stand for on the CT calibration of ``physics.density``
+(1 + 30·0.92/1530 = 1.018 g/mL); their true BED is the linear-quadratic BED of that uptake–washout
+dose rate, Ḋ(t) = K(e^(−λt) − e^(−ut)), in closed form (:func:`uptake_washout_bed_gy`).
+
 Shrinkage: after each cycle the tumour volume is V₀ (1 − Δv(D_cum)), Δv = A_dr (1 − e^(−D_cum/s))
 (Warfvinge et al. 2024, Fig. 4 model), D_cum the true dose of the cycles administered before that CT.
 Segmentations are voxelised spheres; the true Δv and responder status are computed from the voxel counts
@@ -64,6 +70,27 @@ def uptake_washout_integral(a0_bq: float, f_per_ml: float, t_bio_h: float) -> fl
     """∫₀^∞ C dt in Bq·h/mL, exactly: A₀ f (1/λ_eff − 1/λ_up)."""
     lam = LAMBDA_PHYS_PER_H + LN2 / t_bio_h
     return a0_bq * f_per_ml * (1.0 / lam - UPTAKE_HALF_LIFE_H / LN2)
+
+
+#: the density (g/mL) the kidneys' HU stand for: water 1.000 at 0 HU to ICRU-44 cortical bone 1.92 at 1530 HU
+KIDNEY_DENSITY_G_PER_ML = 1.0 + ORGANS["kidneys"][0] * (1.92 - 1.0) / 1530.0
+
+
+def uptake_washout_bed_gy(dose_gy: float, t_bio_h: float, *, alpha_beta_gy: float,
+                          repair_half_time_h: float) -> float:
+    """BED of a dose delivered by Ḋ(t) = K(e^(−λt) − e^(−ut)), λ = λ_phys + ln2/T_bio, u the uptake rate.
+
+    BED = D + G·D²/(α/β) with G = (2/D²) ∫₀^∞ Ḋ(t) ∫₀^t Ḋ(w) e^(−μ(t−w)) dw dt (Dale 1985; MIRD 20), which
+    for this Ḋ is K²[1/(2λ(λ+μ)) − 1/((λ+u)(λ+μ)) − 1/((λ+u)(u+μ)) + 1/(2u(u+μ))] with K = D/(1/λ − 1/u).
+    """
+    lam = LAMBDA_PHYS_PER_H + LN2 / t_bio_h
+    u = LN2 / UPTAKE_HALF_LIFE_H
+    mu = LN2 / repair_half_time_h
+    k = dose_gy / (1.0 / lam - 1.0 / u)
+    double = k * k * (1 / (2 * lam * (lam + mu)) - 1 / ((lam + u) * (lam + mu)) - 1 / ((lam + u) * (u + mu))
+                      + 1 / (2 * u * (u + mu)))
+    g = 2.0 * double / dose_gy**2
+    return dose_gy + g * dose_gy**2 / alpha_beta_gy
 
 
 def led_gy_per_bq_h_per_ml(density_g_per_ml: float = 1.0) -> float:
@@ -146,6 +173,13 @@ def organ_masks(grid: Grid3) -> dict[str, np.ndarray]:
     return {"body": rest, "lungs": lungs, "spine": spine, "liver": liver, "kidneys": kidneys}
 
 
+def kidney_masks(grid: Grid3, masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The two kidneys of ``organ_masks``: Kidney_L on the patient's left (x > 0 in LPS), Kidney_R on the right."""
+    _, _, x = grid.coordinates_mm()
+    left = np.broadcast_to(x > 0, grid.shape_zyx)
+    return {"Kidney_L": masks["kidneys"] & left, "Kidney_R": masks["kidneys"] & ~left}
+
+
 @dataclass(frozen=True)
 class PhantomTumour:
     """One spherical tumour: where, how big at baseline, how it takes up and washes out."""
@@ -186,6 +220,8 @@ class PhantomPatient:
     duration_s: float
     seed: int
     dose_response: tuple[float, float] = field(default=(0.95, 60.0))
+    kidney_uptake_per_ml: float = ORGANS["kidneys"][1]
+    kidney_t_bio_h: float = ORGANS["kidneys"][2]
 
 
 def _place_tumours(grid: Grid3, masks: dict[str, np.ndarray], volumes_ml, rng: np.random.Generator):
@@ -219,12 +255,17 @@ def make_patient(patient: str, *, seed: int, grade: str | None = None, n_tumours
                  shape_zyx=(48, 64, 64), spacing_mm: float = 4.8, n_cycles: int = 2,
                  scan_hours=(4.0, 24.0, 96.0, 168.0), psf_fwhm_mm: float = 11.0, fu_refine: int = 2,
                  volume_range_ml=(2.0, 300.0), calibration_cps_per_mbq: float = 5.7,
-                 duration_s: float = 1800.0) -> PhantomPatient:
-    """A random (seeded) digital patient; tumour volumes log-uniform in ``volume_range_ml``."""
+                 duration_s: float = 1800.0, kidney_uptake_per_ml: float = ORGANS["kidneys"][1],
+                 kidney_t_bio_h: float = ORGANS["kidneys"][2]) -> PhantomPatient:
+    """A random (seeded) digital patient; tumour volumes log-uniform in ``volume_range_ml``; the kidneys'
+    uptake (fraction of A₀ per mL) and biological half-life as given (not drawn)."""
     rng = np.random.default_rng(seed)
     grade = grade or ("G1" if rng.random() < 0.4 else "G2")
     if grade not in TUMOUR_T_BIO_H:
         raise InputError(f"phantom {patient}: grade must be G1 or G2, got {grade!r}")
+    if not (kidney_uptake_per_ml >= 0 and kidney_t_bio_h > 0):
+        raise InputError(f"phantom {patient}: kidney_uptake_per_ml must be >= 0 and kidney_t_bio_h > 0, got "
+                         f"{kidney_uptake_per_ml!r} and {kidney_t_bio_h!r}")
     grid = Grid3(tuple(int(v) for v in shape_zyx), float(spacing_mm))
     masks = organ_masks(grid)
     lo, hi = volume_range_ml
@@ -245,7 +286,8 @@ def make_patient(patient: str, *, seed: int, grade: str | None = None, n_tumours
                           cycle_dates=cycles, activities_mbq=tuple(float(v) for v in rng.uniform(7000, 7600, n_cycles)),
                           scan_hours=tuple(float(h) for h in scan_hours), followup_dates=followups,
                           psf_fwhm_mm=psf_fwhm_mm, calibration_cps_per_mbq=calibration_cps_per_mbq,
-                          duration_s=duration_s, seed=seed, dose_response=DOSE_RESPONSE[grade])
+                          duration_s=duration_s, seed=seed, dose_response=DOSE_RESPONSE[grade],
+                          kidney_uptake_per_ml=float(kidney_uptake_per_ml), kidney_t_bio_h=float(kidney_t_bio_h))
 
 
 def true_cycle_dose_gy(p: PhantomPatient, tumour: PhantomTumour, cycle_index: int) -> float:
@@ -254,6 +296,12 @@ def true_cycle_dose_gy(p: PhantomPatient, tumour: PhantomTumour, cycle_index: in
                                   tumour.uptake_per_ml * tumour.cycle_uptake_factor[cycle_index],
                                   tumour.t_bio_at_cycle_h(cycle_index))
     return tia * led_gy_per_bq_h_per_ml(1.0)
+
+
+def true_kidney_cycle_dose_gy(p: PhantomPatient, cycle_index: int) -> float:
+    """Truth: LED dose of the kidneys' uniform true activity in one cycle, at the kidney density."""
+    tia = uptake_washout_integral(p.activities_mbq[cycle_index] * 1e6, p.kidney_uptake_per_ml, p.kidney_t_bio_h)
+    return tia * led_gy_per_bq_h_per_ml(KIDNEY_DENSITY_G_PER_ML)
 
 
 def tumour_radii_mm(p: PhantomPatient, tumour: PhantomTumour) -> list[float]:
@@ -281,6 +329,8 @@ def activity_map_bq_per_ml(p: PhantomPatient, cycle_index: int, t_h: float,
     a0 = p.activities_mbq[cycle_index] * 1e6
     out = np.zeros(p.grid.shape_zyx)
     for name, (_, f, t_bio) in ORGANS.items():
+        if name == "kidneys":
+            f, t_bio = p.kidney_uptake_per_ml, p.kidney_t_bio_h
         if f > 0:
             out[masks[name]] = float(uptake_washout(t_h, a0, f, t_bio))
     for t, m in zip(p.tumours, tumour_masks, strict=True):

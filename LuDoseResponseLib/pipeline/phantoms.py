@@ -3,7 +3,8 @@
 Per cycle and time point the SPECT is true activity (:mod:`phantom_anatomy`) → Gaussian PSF
 (``psf_fwhm_mm``) → counts = C · V_voxel · 1e-6 · S · t_acq → Poisson noise, stored as a multi-frame
 NM RECON TOMO in counts (Units CNTS) with the acquisition time, duration and administration in its
-header. With ``spect_format="nrrd"`` the same noisy image is written in Bq/mL as NRRD and the manifest
+header. Each cycle also has ``organs.seg.nrrd`` (Kidney_L, Kidney_R) named by ``organs =`` in the manifest.
+With ``spect_format="nrrd"`` the same noisy image is written in Bq/mL as NRRD and the manifest
 gives ``units = "bq_per_ml"`` and the time. ``truth.json`` holds the ground truth (see
 :mod:`phantom_anatomy`), never computed by the pipeline.
 
@@ -29,19 +30,26 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, NuclearMedicineImageStorage, generate_uid
 from scipy.ndimage import gaussian_filter
 
+from LuDoseResponseLib.dosimetry.bed import KIDNEY_ALPHA_BETA_GY, KIDNEY_REPAIR_HALF_TIME_H
 from LuDoseResponseLib.errors import InputError
 from LuDoseResponseLib.files import atomic_path, write_text_atomic
 from LuDoseResponseLib.physics.nuclides import LU177_HALF_LIFE_H
 from LuDoseResponseLib.pipeline.phantom_anatomy import (
+    KIDNEY_DENSITY_G_PER_ML,
+    LAMBDA_PHYS_PER_H,
+    LN2,
     PhantomPatient,
     activity_map_bq_per_ml,
     hu_map,
+    kidney_masks,
     organ_masks,
     radius_at_cycle_mm,
     rc_mean_sphere,
     sphere,
     true_cycle_dose_gy,
+    true_kidney_cycle_dose_gy,
     tumour_radii_mm,
+    uptake_washout_bed_gy,
 )
 from LuDoseResponseLib.pipeline.phantom_planar import WINDOWS, PlanarSettings, planar_windows
 
@@ -237,6 +245,7 @@ def write_patient(p: PhantomPatient, folder: str | Path, *, spect_format: str = 
     grid = p.grid
     masks = organ_masks(grid)
     names = [t.name for t in p.tumours]
+    kidneys = kidney_masks(grid, masks)
     base_masks = [sphere(grid, t.centre_mm, t.radius_mm) for t in p.tumours]
     hu = hu_map(masks, base_masks, grid.shape_zyx)
     write_ct(hu, root / "ct", p, ids)
@@ -248,10 +257,12 @@ def write_patient(p: PhantomPatient, folder: str | Path, *, spect_format: str = 
         c = f"c{k + 1}"
         cyc_masks = [sphere(grid, t.centre_mm, radius_at_cycle_mm(p, t, k)) for t in p.tumours]
         write_seg_nrrd(cyc_masks, names, grid.spacing_mm, grid.origin_mm, root / c / "tumours.seg.nrrd")
+        write_seg_nrrd(list(kidneys.values()), list(kidneys), grid.spacing_mm, grid.origin_mm,
+                       root / c / "organs.seg.nrrd")
         lines += ["[[cycles]]", f"number = {k + 1}", f"administered_at = {admin.isoformat()}",
                   f"activity_mbq = {p.activities_mbq[k]:.1f}",
                   f"calibration_cps_per_mbq = {p.calibration_cps_per_mbq}", 'ct = "ct"',
-                  f'tumours = "{c}/tumours.seg.nrrd"']
+                  f'tumours = "{c}/tumours.seg.nrrd"', f'organs = "{c}/organs.seg.nrrd"']
         reduced = k > 0 and later_cycles == "from-cycle-1"
         lines += ['kinetics = "from-cycle-1"', ""] if reduced else [""]
         if imaging == "hybrid" and not reduced:
@@ -296,8 +307,25 @@ def write_patient(p: PhantomPatient, folder: str | Path, *, spect_format: str = 
             fu_volumes[t.name].append(float(m.sum()) * fu.voxel_ml)
         lines += ["[[followups]]", f"date = {day.isoformat()}", f'tumours = "{rel}"', ""]
     write_text_atomic(root / "manifest.toml", "\n".join(lines))
-    write_text_atomic(root / "truth.json", json.dumps(_truth(p, fu_volumes, responder_threshold), indent=2))
+    truth = _truth(p, fu_volumes, responder_threshold)
+    truth["organs"] = _organ_truth(p, {n: float(m.sum()) * grid.voxel_ml for n, m in kidneys.items()})
+    write_text_atomic(root / "truth.json", json.dumps(truth, indent=2))
     return root / "manifest.toml"
+
+
+def _organ_truth(p: PhantomPatient, volumes_ml: dict[str, float]) -> dict:
+    """True dose and BED per kidney and cycle (and of both kidneys: the same curve, so the same values)."""
+    doses = [true_kidney_cycle_dose_gy(p, k) for k in range(len(p.cycle_dates))]
+    beds = [uptake_washout_bed_gy(d, p.kidney_t_bio_h, alpha_beta_gy=KIDNEY_ALPHA_BETA_GY,
+                                  repair_half_time_h=KIDNEY_REPAIR_HALF_TIME_H) for d in doses]
+    t_eff_h = LN2 / (LAMBDA_PHYS_PER_H + LN2 / p.kidney_t_bio_h)
+    volumes = {**volumes_ml, "Kidneys": sum(volumes_ml.values())}
+    return {name: {"cycle_dose_gy": doses, "cycle_bed_gy": beds, "cumulative_bed_gy": float(sum(beds)),
+                   "t_eff_h": t_eff_h, "volume_ml": v, "mass_g": v * KIDNEY_DENSITY_G_PER_ML,
+                   "alpha_beta_gy": KIDNEY_ALPHA_BETA_GY, "repair_half_time_h": KIDNEY_REPAIR_HALF_TIME_H,
+                   "physics": f"local electron deposition, rho = {KIDNEY_DENSITY_G_PER_ML:.4f} g/mL; BED of the "
+                              "uptake-washout dose rate (phantom_anatomy.uptake_washout_bed_gy)"}
+            for name, v in volumes.items()}
 
 
 def _truth(p: PhantomPatient, fu_volumes: dict[str, list[float]], responder_threshold: float) -> dict:

@@ -21,6 +21,20 @@ outside the planar times is a warning (its planar activity is extrapolated).
 Extension to the contract: ``ct`` may be a path or a table ``{ path = "...", series_uid = "..." }``
 for a folder that holds several series; ``[[cycles.spect]]`` and ``[[cycles.planar]]`` accept
 ``series_uid`` likewise.
+
+Organs (issue 15): ``[[cycles]] organs = "c1/organs.seg.nrrd"`` names the cycle's kidney VOIs (segments
+``Kidney_L``, ``Kidney_R`` or ``Kidneys``, :mod:`.organ_names`); segments with these names inside the
+``tumours`` segmentation are organs too, not tumours. ``[settings]`` ``kidney_pvc`` (rc | none),
+``kidney_alpha_beta_gy`` and ``kidney_repair_half_time_h`` (defaults in ``dosimetry.bed``) set the organ
+dosimetry of :mod:`.organs`.
+
+Tumour segmentations (``tumours`` of a cycle or a follow-up) may be a label image, a Slicer ``.seg.nrrd``,
+a DICOM SEG or an RTSTRUCT. An RTSTRUCT is rasterised onto the image series it was drawn on, found from
+headers (:func:`io.rtstruct_reference.find_reference`: the series the structure set references by
+SeriesInstanceUID, else the one in its frame of reference) in ``reference`` (a path, or
+``{ path = "...", series_uid = "..." }``) when the entry gives one, and only there; otherwise in the
+cycle's ``ct`` and then in the RTSTRUCT's own folder. Its contours are checked against that grid before
+any pixel is read.
 """
 
 from __future__ import annotations
@@ -37,6 +51,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from LuDoseResponseLib import defaults
+from LuDoseResponseLib.dosimetry.bed import KIDNEY_ALPHA_BETA_GY, KIDNEY_REPAIR_HALF_TIME_H
 from LuDoseResponseLib.dosimetry.quantification import calibration_warnings
 from LuDoseResponseLib.dosimetry.reduced_imaging import KINETICS
 from LuDoseResponseLib.errors import LuDoseResponseError, ManifestError
@@ -44,26 +59,33 @@ from LuDoseResponseLib.io import dicom
 from LuDoseResponseLib.io.dicom.geometry import Grid
 from LuDoseResponseLib.io.dicom.metadata import THERAPY_ACTIVITY_RANGE_MBQ, SeriesMetadata
 from LuDoseResponseLib.io.planar import PlanarHeader, read_planar_header
-from LuDoseResponseLib.response.volumetry import segment_names
+from LuDoseResponseLib.io.rtstruct import read_rtstruct
+from LuDoseResponseLib.io.rtstruct_reference import ImageReference, check_on_reference, find_reference
+from LuDoseResponseLib.pipeline.organ_names import is_organ, organ_name_problems
+from LuDoseResponseLib.response.volumetry import segment_names, segmentation_file_kind
 
 log = logging.getLogger(__name__)
 
+#: partial-volume correction of organ (kidney) VOIs: pipeline/organs.py
+KIDNEY_PVC = ("rc", "none")
 SETTINGS_CHOICES = {
     "dose_method": ("kernel", "led"),
     "pvc": ("none", "rc", "gtm"),
     "integration": ("auto", "mono", "bi", "uptake-washout", "trapezoid"),
     "tail": ("fit", "physical"),
+    "kidney_pvc": KIDNEY_PVC,
 }
 UNITS = ("counts", "bq_per_ml")
 GRADES = defaults.GRADES
 _TOP_KEYS = {"patient", "grade", "settings", "cycles", "followups"}
-_SETTINGS_KEYS = {"dose_method", "density_correction", "pvc", "psf_fwhm_mm", "integration", "tail"}
+_SETTINGS_KEYS = {"dose_method", "density_correction", "pvc", "psf_fwhm_mm", "integration", "tail", "kidney_pvc",
+                  "kidney_alpha_beta_gy", "kidney_repair_half_time_h"}
 _CYCLE_KEYS = {"number", "administered_at", "activity_mbq", "calibration_cps_per_mbq", "ct", "tumours",
-               "spect", "planar", "kinetics", "population_t_eff_h", "population_t_eff_sd_h"}
+               "reference", "spect", "planar", "kinetics", "population_t_eff_h", "population_t_eff_sd_h", "organs"}
 _SPECT_KEYS = {"path", "series_uid", "acquired_at", "duration_s", "units"}
 _PLANAR_KEYS = {"anterior", "posterior", "series_uid", "acquired_at", "calibration_cps_per_mbq"}
 _CT_KEYS = {"path", "series_uid"}
-_FOLLOWUP_KEYS = {"date", "tumours"}
+_FOLLOWUP_KEYS = {"date", "tumours", "reference"}
 #: two DICOM injection times closer than this are the same injection (s)
 _SAME_TIME_S = 60.0
 #: two DICOM activities closer than this fraction are the same administration
@@ -81,6 +103,9 @@ class Settings:
     psf_fwhm_mm: float = 11.0
     integration: str = "auto"
     tail: str = "fit"
+    kidney_pvc: str = "rc"                       # organ VOIs: pipeline/organs.py
+    kidney_alpha_beta_gy: float = KIDNEY_ALPHA_BETA_GY
+    kidney_repair_half_time_h: float = KIDNEY_REPAIR_HALF_TIME_H
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -153,17 +178,23 @@ class Cycle:
     ct_series_uid: str | None = None
     spect: tuple[TimePoint, ...] = ()
     planar: tuple[PlanarPair, ...] = ()
+    tumours_reference: ImageReference | None = None   # the image an RTSTRUCT ``tumours`` was drawn on
     kinetics: str | None = None                  # reduced imaging: one of dosimetry.reduced_imaging.KINETICS
     population_t_eff_h: float | None = None      # for kinetics "stp-madsen"
     population_t_eff_sd_h: float | None = None
+    organs: Path | None = None                   # the segmentation holding Kidney_L / Kidney_R / Kidneys
+    organs_reference: ImageReference | None = None   # the image an RTSTRUCT ``organs`` was drawn on
 
     def to_dict(self) -> dict[str, Any]:
         return {"number": self.number, "administered_at": self.administered_at.isoformat(),
                 "activity_mbq": self.activity_mbq, "calibration_cps_per_mbq": self.calibration_cps_per_mbq,
-                "tumours": str(self.tumours), "ct": str(self.ct) if self.ct else None,
+                "tumours": str(self.tumours),
+                "tumours_reference": self.tumours_reference.to_dict() if self.tumours_reference else None,
+                "ct": str(self.ct) if self.ct else None,
                 "ct_series_uid": self.ct_series_uid, "spect": [t.to_dict() for t in self.spect],
                 "planar": [p.to_dict() for p in self.planar], "kinetics": self.kinetics,
-                "population_t_eff_h": self.population_t_eff_h, "population_t_eff_sd_h": self.population_t_eff_sd_h}
+                "population_t_eff_h": self.population_t_eff_h, "population_t_eff_sd_h": self.population_t_eff_sd_h,
+                "organs": str(self.organs) if self.organs else None}
 
 
 @dataclass(frozen=True)
@@ -172,9 +203,11 @@ class FollowUp:
 
     date: date
     tumours: Path
+    tumours_reference: ImageReference | None = None   # the image an RTSTRUCT ``tumours`` was drawn on
 
     def to_dict(self) -> dict[str, Any]:
-        return {"date": self.date.isoformat(), "tumours": str(self.tumours)}
+        return {"date": self.date.isoformat(), "tumours": str(self.tumours),
+                "tumours_reference": self.tumours_reference.to_dict() if self.tumours_reference else None}
 
 
 @dataclass(frozen=True)
@@ -327,6 +360,54 @@ def _overlap(a: Grid, b: Grid) -> bool:
     return bool(np.all(np.minimum(hi_a, hi_b) > np.maximum(lo_a, lo_b)))
 
 
+def _image_reference(checker: _Checker, raw: Any, key: str) -> ImageReference | None:
+    """A ``reference`` value: a path, or a table {path, series_uid}."""
+    if raw is None:
+        return None
+    if isinstance(raw, dict):
+        table = checker.table(raw, key, _CT_KEYS)
+        path = checker.file(table.get("path"), f"{key}.path")
+        uid = checker.string(table.get("series_uid"), f"{key}.series_uid")
+        return ImageReference(path, uid) if path is not None else None
+    path = checker.file(raw, key)
+    return ImageReference(path) if path is not None else None
+
+
+def _tumours_reference(checker: _Checker, key: str, tumours: Path | None, raw: Any,
+                       ct: ImageReference | None, field: str = "tumours") -> ImageReference | None:
+    """For an RTSTRUCT ``tumours`` (or ``organs``: ``field``): the image series it was drawn on (module
+    docstring), checked against its contours from headers; None for a segmentation with its own grid."""
+    explicit = _image_reference(checker, raw, f"{key}.reference")
+    if tumours is None:
+        return None
+    try:
+        if segmentation_file_kind(tumours) != "rtstruct":
+            if explicit is not None:
+                checker.error(f"{key}.reference", f"is for an RTSTRUCT; {tumours} carries its own grid, so remove "
+                                                  "the reference")
+            return None
+        structure_set = read_rtstruct(tumours)
+    except LuDoseResponseError as exc:
+        checker.error(f"{key}.{field}", str(exc))
+        return None
+    if raw is not None and explicit is None:
+        return None                                   # the reference key itself was wrong, already said
+    if explicit is not None:
+        candidates = [(f"{key}.reference", explicit)]
+    else:
+        candidates = [(f"{key}.ct", ct)] if ct is not None else []
+        candidates.append(("the RTSTRUCT's folder", ImageReference(tumours.parent)))
+    try:
+        reference, how = find_reference(structure_set, candidates)
+        check_on_reference(structure_set, reference)
+    except LuDoseResponseError as exc:
+        checker.error(f"{key}.{field}", f"{exc}" + ("" if explicit is not None else
+                                                    f" (set {key}.reference to the image it was drawn on)"))
+        return None
+    checker.note(f"{key}.{field}: the RTSTRUCT {tumours} is rasterised onto {how}")
+    return reference
+
+
 def _check_ct_overlap(checker: _Checker, key: str, spect: SeriesMetadata, ct: SeriesMetadata | None,
                       ct_key: str) -> None:
     if ct is None:
@@ -473,6 +554,7 @@ def _cycle(checker: _Checker, raw: Any, key: str) -> Cycle | None:
     tumours = checker.file(table.get("tumours"), f"{key}.tumours")
     if tumours is not None:
         checker.segmentations.append((f"{key}.tumours", tumours))
+    organs = _organs(checker, table, key, tumours)
 
     ct_raw, ct, ct_uid, ct_meta = table.get("ct"), None, None, None
     if isinstance(ct_raw, dict):
@@ -481,6 +563,10 @@ def _cycle(checker: _Checker, raw: Any, key: str) -> Cycle | None:
         ct_uid = checker.string(ct_table.get("series_uid"), f"{key}.ct.series_uid")
     elif ct_raw is not None:
         ct = checker.file(ct_raw, f"{key}.ct")
+    ct_reference = ImageReference(ct, ct_uid) if ct is not None else None
+    reference = _tumours_reference(checker, key, tumours, table.get("reference"), ct_reference)
+    organs_reference = reference if organs == tumours else \
+        _tumours_reference(checker, key, organs, table.get("reference"), ct_reference, field="organs")
     if ct is not None:
         ct_meta = checker.header(ct, ct_uid, f"{key}.ct")
         if ct_meta is not None and ct_meta.modality not in (None, "CT"):
@@ -549,9 +635,43 @@ def _cycle(checker: _Checker, raw: Any, key: str) -> Cycle | None:
     if None in (number, administered_at, activity_mbq, tumours):
         return None
     return Cycle(number=number, administered_at=administered_at, activity_mbq=activity_mbq,
-                 calibration_cps_per_mbq=calibration, tumours=tumours, ct=ct, ct_series_uid=ct_uid,
+                 calibration_cps_per_mbq=calibration, tumours=tumours, tumours_reference=reference, ct=ct,
+                 ct_series_uid=ct_uid,
                  spect=tuple(sorted(timepoints, key=lambda t: t.acquired_at)),
-                 planar=tuple(sorted(pairs, key=lambda p: p.acquired_at)), **kinetics)
+                 planar=tuple(sorted(pairs, key=lambda p: p.acquired_at)), organs=organs,
+                 organs_reference=organs_reference, **kinetics)
+
+
+def _organs(checker: _Checker, table: dict[str, Any], key: str, tumours: Path | None) -> Path | None:
+    """The cycle's organ segmentation: ``organs``, else ``tumours`` when it names kidney segments
+    (:mod:`.organ_names`); None when the cycle has no kidney VOI. Names are read from the headers."""
+    organs = checker.file(table.get("organs"), f"{key}.organs", required=False)
+    candidates = [(f"{key}.organs", organs, True), (f"{key}.tumours", tumours, False)]
+    if organs is not None and organs == tumours:      # one file holding tumours and organs
+        candidates = [(f"{key}.organs", organs, False)]
+    found = []
+    for what, path, organs_file in candidates:
+        if path is None:
+            continue
+        try:
+            names = segment_names(path)
+        except LuDoseResponseError as exc:
+            if organs_file:
+                checker.error(what, str(exc))
+            continue                                 # a tumours file that cannot be read is reported below
+        if names is None:
+            if organs_file:
+                checker.error(what, f"{path} is a label image without segment names; organ VOIs must be named "
+                                    "segments (Kidney_L, Kidney_R or Kidneys), e.g. a Slicer .seg.nrrd")
+            continue
+        for problem in organ_name_problems(names, organs_file=organs_file):
+            checker.error(what, f"{path}: {problem}")
+        if any(is_organ(n) for n in names):
+            found.append((what, path))
+    if len(found) == 2:
+        checker.error(f"{key}.organs", f"the kidneys are given twice: in {found[0][1]} and as segments of "
+                                       f"{key}.tumours {found[1][1]}; keep one")
+    return found[0][1] if found else None
 
 
 def _kinetics(checker: _Checker, table: dict[str, Any], key: str, *, n_spect: int, n_planar: int) -> dict[str, Any]:
@@ -645,6 +765,7 @@ def _followups(checker: _Checker, raw: Any) -> list[FollowUp]:
             checker.error(f"{key}.date", f"must be a date like 2019-02-20, got {day!r}")
             day = None
         tumours = checker.file(table.get("tumours"), f"{key}.tumours")
+        reference = _tumours_reference(checker, key, tumours, table.get("reference"), None)
         if tumours is not None:
             files.append((f"{key}.tumours", tumours))
         if day is not None and tumours is not None:
@@ -652,7 +773,7 @@ def _followups(checker: _Checker, raw: Any) -> list[FollowUp]:
                 checker.error(f"{key}.date", f"{day.isoformat()} is not after the previous follow-up "
                                              f"{out[-1].date.isoformat()}; list follow-ups in date order, "
                                              "the baseline first")
-            out.append(FollowUp(day, tumours))
+            out.append(FollowUp(day, tumours, reference))
     checker.segmentations[:0] = files  # follow-ups first: the baseline leads the name check
     return out
 
@@ -669,7 +790,7 @@ def _check_tumour_names(checker: _Checker) -> None:
             checker.error(key, str(exc))
             continue
         if names is not None:
-            named.append((key, path, names))
+            named.append((key, path, tuple(n for n in names if not is_organ(n))))
     if not named:
         return
     ref_key, ref_path, ref_names = named[0]
@@ -714,6 +835,10 @@ def load_manifest(path: str | Path) -> Study:
     psf = checker.number(settings_raw.get("psf_fwhm_mm"), "settings.psf_fwhm_mm")
     if psf is not None:
         values["psf_fwhm_mm"] = psf
+    for name in ("kidney_alpha_beta_gy", "kidney_repair_half_time_h"):
+        value = checker.number(settings_raw.get(name), f"settings.{name}")
+        if value is not None:
+            values[name] = value
     settings = Settings(**values)
 
     cycles_raw = checker.array(top.get("cycles"), "cycles")

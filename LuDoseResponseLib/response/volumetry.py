@@ -31,8 +31,9 @@ import SimpleITK as sitk
 from LuDoseResponseLib import defaults
 from LuDoseResponseLib.errors import GeometryError, InputError
 from LuDoseResponseLib.imaging import read_image_header, voxel_volume_ml
-from LuDoseResponseLib.io.rtstruct import RTSTRUCT_SOP_CLASS
-from LuDoseResponseLib.io.seg import SEG_SOP_CLASS, read_seg
+from LuDoseResponseLib.io.rtstruct import RTSTRUCT_SOP_CLASS, read_rtstruct
+from LuDoseResponseLib.io.rtstruct_reference import ImageReference, rtstruct_masks
+from LuDoseResponseLib.io.seg import SEG_SOP_CLASS, read_seg, read_seg_labels
 
 log = logging.getLogger(__name__)
 
@@ -212,47 +213,69 @@ def _dicom_sop_class(path: Path) -> str | None:
         return None
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+        return str(ds.get("SOPClassUID", ""))
     except Exception as exc:  # noqa: BLE001 - any unreadable header is a bad input file, named
-        raise InputError(f"{path}: cannot read the DICOM header ({exc})") from None
-    return str(ds.get("SOPClassUID", ""))
+        raise InputError(f"{path}: cannot read the DICOM header ({type(exc).__name__}: {exc})") from None
 
 
 def _dicom_segmentation_kind(path: Path) -> str | None:
-    """"seg" for a DICOM SEG; None for a non-DICOM file; InputError for other DICOM objects."""
+    """"seg" for a DICOM SEG, "rtstruct" for an RT Structure Set; None for a non-DICOM file; InputError for
+    other DICOM objects."""
     sop = _dicom_sop_class(path)
     if sop is None:
         return None
     if sop == SEG_SOP_CLASS:
         return "seg"
     if sop == RTSTRUCT_SOP_CLASS:
-        raise InputError(f"{path}: an RTSTRUCT holds contours, not voxels; rasterise it onto its CT with "
-                         "LuDoseResponseLib.io.rtstruct.rasterise_rtstruct and give the masks as a label image")
-    raise InputError(f"{path}: a DICOM file that is not a Segmentation (SOP Class {sop}); give a DICOM SEG, a "
-                     "Slicer .seg.nrrd or a label image")
+        return "rtstruct"
+    raise InputError(f"{path}: a DICOM file that is not a Segmentation or RT Structure Set (SOP Class {sop}); give "
+                     "a DICOM SEG, an RTSTRUCT, a Slicer .seg.nrrd or a label image")
+
+
+def segmentation_file_kind(path: str | Path) -> str | None:
+    """"seg" (DICOM SEG), "rtstruct" (RT Structure Set) or None (an image file) from the file's header."""
+    return _dicom_segmentation_kind(Path(path))
+
+
+def segmentation_from_masks(masks: Mapping[str, sitk.Image], source: str) -> Segmentation:
+    """Named binary masks on one grid as a Segmentation: one label image (values 1, 2, ...) when no voxel is in
+    two masks, else one layer per mask (value 1), as Slicer stores overlapping segments."""
+    arrays = {name: sitk.GetArrayViewFromImage(m) != 0 for name, m in masks.items()}
+    reference = next(iter(masks.values()))
+    if sum(a.astype(np.uint16) for a in arrays.values()).max() <= 1 and len(arrays) < 65535:
+        labels = np.zeros(reference.GetSize()[::-1], dtype=np.uint16)
+        for value, a in enumerate(arrays.values(), start=1):
+            labels[a] = value
+        image = sitk.GetImageFromArray(labels)
+        image.CopyInformation(reference)
+        segments = tuple(SegmentInfo(name, 0, value) for value, name in enumerate(arrays, start=1))
+        return Segmentation(image, segments, source)
+    layers = [sitk.Cast(m != 0, sitk.sitkUInt8) for m in masks.values()]
+    image = layers[0] if len(layers) == 1 else sitk.Compose(layers)
+    return Segmentation(image, tuple(SegmentInfo(name, layer, 1) for layer, name in enumerate(masks)), source)
 
 
 def _segmentation_from_dicom_seg(path: Path) -> Segmentation:
-    """A DICOM SEG as a Segmentation: one layer per segment (SEG segments may overlap), value 1."""
+    """A DICOM SEG as a Segmentation, on the grid its frames define (``io/seg.py``)."""
     seg = read_seg(path)
     for w in seg.warnings:
         log.warning(w)
-    masks = [s.mask for s in seg.segments.values()]
-    image = masks[0] if len(masks) == 1 else sitk.Compose(masks)
-    segments = tuple(SegmentInfo(label, layer, 1) for layer, label in enumerate(seg.segments))
-    return Segmentation(image, segments, str(path))
+    return segmentation_from_masks({label: s.mask for label, s in seg.segments.items()}, str(path))
 
 
 def segment_names(path: str | Path) -> tuple[str, ...] | None:
-    """The segment names of a Slicer ``.seg.nrrd`` or a DICOM SEG from its header alone (no voxels).
+    """The segment names of a Slicer ``.seg.nrrd``, a DICOM SEG (segment labels) or an RTSTRUCT (its anatomy
+    ROIs: :attr:`io.rtstruct.StructureSet.volume_names`) from the file alone (no voxels).
 
     None for a label image without names (its tumours are named by their label values, which only the
-    voxels tell). Raises InputError naming the file when it cannot be read as an image.
+    voxels tell). Raises InputError naming the file when it cannot be read.
     """
     p = Path(path)
-    if p.is_file() and _dicom_segmentation_kind(p) == "seg":
-        ds = pydicom.dcmread(p, stop_before_pixels=True)
-        return tuple((str(s.get("SegmentLabel", "")) or f"Segment {s.SegmentNumber}").strip()
-                     for s in ds.get("SegmentSequence", []))
+    kind = _dicom_segmentation_kind(p) if p.is_file() else None
+    if kind == "seg":
+        return read_seg_labels(p)
+    if kind == "rtstruct":
+        return read_rtstruct(p).volume_names
     reader = read_image_header(p, "segmentation")
     keys = reader.GetMetaDataKeys()
     indices = sorted(int(m.group(1)) for k in keys if (m := _SEGMENT_KEY.match(k)))
@@ -263,17 +286,26 @@ def segment_names(path: str | Path) -> tuple[str, ...] | None:
     return tuple(reader.GetMetaData(f"Segment{i}_Name").strip() for i in indices)
 
 
-def read_segmentation(path: str | Path, label_names: Mapping[int, str] | None = None) -> Segmentation:
+def read_segmentation(path: str | Path, label_names: Mapping[int, str] | None = None, *,
+                      reference: ImageReference | None = None) -> Segmentation:
     """Read a Slicer ``.seg.nrrd`` (names from its header), a DICOM SEG (names from its segment labels,
-    on the grid its frames define: ``io/seg.py``) or a label image (NRRD, NIfTI, MetaImage).
+    on the grid its frames define: ``io/seg.py``), an RTSTRUCT (names from its ROIs, rasterised onto the grid
+    of ``reference``, the image it was drawn on: ``io/rtstruct.py``, ``io/rtstruct_reference.py``) or a label
+    image (NRRD, NIfTI, MetaImage).
 
     For a label image, ``label_names`` maps label value → tumour name (default: the value as text).
     """
     p = Path(path)
     if not p.is_file():
         raise InputError(f"segmentation file not found: {p}")
-    if _dicom_segmentation_kind(p) == "seg":
+    kind = _dicom_segmentation_kind(p)
+    if kind == "seg":
         return _segmentation_from_dicom_seg(p)
+    if kind == "rtstruct":
+        if reference is None:
+            raise InputError(f"{p}: an RTSTRUCT holds contours, not voxels; give the image series it was drawn on "
+                             "as its reference, so that it can be rasterised onto that grid")
+        return segmentation_from_masks(rtstruct_masks(p, reference), str(p))
     try:
         image = sitk.ReadImage(str(p))
     except RuntimeError as exc:

@@ -104,3 +104,22 @@ def test_seg_is_conformant(tmp_path, spect):
     out = write_seg({"T1": tumour, "Kidney_R": kidney}, tmp_path / "seg.dcm", source=spect.metadata)
     errors, warnings = _validate(out)
     assert errors == [] and warnings == []
+
+
+def test_rtstruct_is_conformant(tmp_path):
+    from dicom_factory import ct_slices, write_series
+
+    from LuDoseResponseLib.io.rtstruct_write import write_rtstruct
+
+    write_series(ct_slices(np.zeros((5, 12, 14)), StudyIds()), tmp_path / "ct")
+    ct = dicom.read_volume(tmp_path / "ct")
+    array = np.zeros((5, 12, 14), np.uint8)
+    array[1:4, 3:9, 2:7] = 1
+    array[2, 5:7, 3:5] = 0                                   # a hole: a second contour on that slice
+    tumour = sitk.GetImageFromArray(array)
+    tumour.CopyInformation(ct.image)
+    kidney = sitk.GetImageFromArray(np.roll(array, 6, axis=2))
+    kidney.CopyInformation(ct.image)
+    out = write_rtstruct({"T1": tumour, "Kidney_R": kidney}, tmp_path / "rs.dcm", source=ct.metadata)
+    errors, warnings = _validate(out)
+    assert errors == [] and warnings == []

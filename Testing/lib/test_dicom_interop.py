@@ -18,7 +18,7 @@ import SimpleITK as sitk
 from dicom_factory import StudyIds, ct_slices, hermes_pt_like, save, siemens_xspect_like, write_series
 from pydicom.data import get_testdata_file
 
-from LuDoseResponseLib.errors import DicomError
+from LuDoseResponseLib.errors import DicomError, GeometryError
 from LuDoseResponseLib.io import dicom
 from LuDoseResponseLib.io.write import write_rtdose
 
@@ -158,3 +158,60 @@ def test_evenly_missing_slices_are_a_warning(tmp_path):
                for w in volume.metadata.warnings)
     write_series(slices, tmp_path / "complete")
     assert not any("apart but SliceThickness" in w for w in dicom.read_metadata(tmp_path / "complete").warnings)
+
+
+def _pydicom_data_file(name: str):
+    path = get_testdata_file(name)
+    if path is None:
+        pytest.fail(f"pydicom's test file {name} is missing: install the test extra (pip install pydicom-data)")
+    return path
+
+
+def test_enhanced_ct_from_functional_groups():
+    """pydicom's Enhanced CT (eCT_Supplemental.dcm: 2 frames, orientation (-1,0,0,0,1,0), frame 1 below frame 2,
+    rescale only in PixelValueTransformationSequence) against a plain pydicom computation: frames ordered by
+    IPP·(row × col), HU = stored × slope + intercept, P(i, j, k) = IPP_k + i·Δcol·row + j·Δrow·col."""
+    path = _pydicom_data_file("eCT_Supplemental.dcm")
+    ds = pydicom.dcmread(path)
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    iop = np.array([float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient])
+    d_row, d_col = (float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing)
+    row, col = iop[:3], iop[3:]
+    ipp = np.array([[float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient]
+                    for f in ds.PerFrameFunctionalGroupsSequence])
+    order = np.argsort(ipp @ np.cross(row, col))
+    pvt = shared.PixelValueTransformationSequence[0]
+    hu = ds.pixel_array[order].astype(float) * float(pvt.RescaleSlope) + float(pvt.RescaleIntercept)
+    volume = dicom.read_volume(path)
+    image = volume.image
+    assert volume.metadata.units == "hu" and "PixelValueTransformationSequence" in volume.metadata.sources["units"]
+    assert np.array_equal(sitk.GetArrayFromImage(image), hu)
+    for k in range(2):
+        for i, j in ((0, 0), (511, 0), (0, 511), (300, 17)):
+            expected = ipp[order[k]] + i * d_col * row + j * d_row * col
+            assert np.allclose(image.TransformIndexToPhysicalPoint((i, j, k)), expected, atol=1e-6)
+    # the normal row × col is −z, and the file's first frame is the lower one: the frames are reversed
+    assert order.tolist() == [1, 0] and ipp[0, 2] < ipp[1, 2]
+
+
+def test_enhanced_objects_that_are_not_one_volume(tmp_path):
+    ds = pydicom.dcmread(_pydicom_data_file("eCT_Supplemental.dcm"))
+    second = ds.PerFrameFunctionalGroupsSequence[1].PlanePositionSequence[0]
+    second.ImagePositionPatient = list(ds.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0]
+                                       .ImagePositionPatient)
+    ds.save_as(tmp_path / "two_stacks.dcm")
+    with pytest.raises(GeometryError, match="two_stacks.dcm: frames 1 and 2 lie at the same position"):
+        dicom.read_volume(tmp_path / "two_stacks.dcm")
+    ds = pydicom.dcmread(_pydicom_data_file("eCT_Supplemental.dcm"))
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    for k, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        pvt = pydicom.Dataset()
+        pvt.RescaleSlope, pvt.RescaleIntercept, pvt.RescaleType = 1 + k, -1024, "US"
+        item.PixelValueTransformationSequence = pydicom.Sequence([pvt])
+    del shared.PixelValueTransformationSequence
+    ds.save_as(tmp_path / "per_frame.dcm")
+    with pytest.raises(DicomError, match="per_frame.dcm: the frames have different RescaleSlope"):
+        dicom.read_volume(tmp_path / "per_frame.dcm")
+    # pydicom's Enhanced MR test file is stripped of its functional groups: no geometry, and it says so
+    with pytest.raises(DicomError, match="emri_small.dcm: no ImagePositionPatient"):
+        dicom.read_volume(_pydicom_data_file("emri_small.dcm"))

@@ -131,7 +131,7 @@ def test_pvc_recovers_the_truth_at_clinical_resolution(phantoms, tmp_path, pvc, 
     (2.6–266 mL): rc −0.2 to +4.0 %, gtm −1.7 to +2.7 %; without PVC the same tumours are 17–57 % low."""
     folder = phantoms["clinical"]["dir"]
     text = phantoms["clinical"]["manifest"].read_text().replace('pvc = "none"', f'pvc = "{pvc}"')
-    text = re.sub(r'^(\s*(?:path|tumours|ct) = ")', lambda m: m.group(1) + f"{folder}/", text, flags=re.M)
+    text = re.sub(r'^(\s*(?:path|tumours|ct|organs) = ")', lambda m: m.group(1) + f"{folder}/", text, flags=re.M)
     manifest = tmp_path / f"manifest_{pvc}.toml"
     manifest.write_text(text)
     run_patient(manifest, tmp_path / "o")

@@ -113,7 +113,7 @@ def test_volumetry_reads_dicom_seg_and_refuses_rtstruct(tmp_path):
     copy = tmp_path / "rs.dcm"
     ds = pydicom.dcmread(rtstruct, force=True)
     ds.save_as(copy, enforce_file_format=True)
-    with pytest.raises(InputError, match="rasterise it onto its CT"):
+    with pytest.raises(InputError, match="give the image series it was drawn on"):
         read_segmentation(copy)
 
 

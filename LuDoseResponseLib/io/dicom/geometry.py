@@ -17,6 +17,8 @@ Every grid returned here is right-handed: D[:, 2] = row × col, and k increases 
 - RT Dose (PS3.3 C.8.8.3.2): frame f lies at IPP + GridFrameOffsetVector[f] · (row × col) (relative
   offsets, first 0), or at z = GridFrameOffsetVector[f] for an axial grid whose first value is the
   z of IPP; the offsets must be evenly spaced.
+- Enhanced multi-frame (Enhanced CT/MR/PET, PS3.3 C.7.6.16): from the functional groups
+  (:mod:`.enhanced`), frames ordered by their position along the normal.
 - Slice stacks (CT, PT, single-frame NM): slices are ordered by their position along the normal,
   never by file name or InstanceNumber, and must be evenly spaced without shear (gantry tilt).
 """
@@ -181,8 +183,9 @@ def multiframe_layout(ds: Dataset, name: str, fmt: PixelFormat) -> Layout:
         return Layout("multiframe", size, None, range(n), sources, warnings + (str(exc),), exc, fmt)
 
     if get(ds, "PerFrameFunctionalGroupsSequence") is not None:
-        return fail(DicomError(f"{name}: enhanced multi-frame objects ({label('PerFrameFunctionalGroupsSequence')}) "
-                               "are not supported; export the series as classic NM, PT or CT images"))
+        from LuDoseResponseLib.io.dicom.enhanced import enhanced_layout  # it builds on this module's helpers
+
+        return enhanced_layout(ds, name, fmt)
     kind = image_type_3(ds)
     if modality == "NM" and kind in NM_NOT_A_VOLUME:
         return fail(DicomError(f"{name}: {label('ImageType')} value 3 is {kind!r}: projections or planar frames, "

@@ -72,6 +72,8 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from LuDoseResponseLib.errors import DicomError
+from LuDoseResponseLib.io.dicom.enhanced import functional_rescale
 from LuDoseResponseLib.io.dicom.geometry import Layout, image_type_3
 from LuDoseResponseLib.io.dicom.tags import (
     first_item,
@@ -532,12 +534,19 @@ def value_mapping(ds: Dataset, name: str) -> ValueMapping:
     modality = (get_str(ds, "Modality") or "").upper()
     if modality == "RTDOSE":
         return _rt_dose_mapping(ds, name)
-    slope = get_float(ds, "RescaleSlope")
-    intercept = get_float(ds, "RescaleIntercept")
+    try:
+        functional = functional_rescale(ds, name)
+    except DicomError as exc:
+        return ValueMapping(math.nan, math.nan, None, "no usable mapping", (str(exc),), str(exc))
+    rescale_ds = functional if functional is not None else ds   # enhanced: its Pixel Value Transformation
+    slope = get_float(rescale_ds, "RescaleSlope")
+    intercept = get_float(rescale_ds, "RescaleIntercept")
     rescale = (1.0 if slope is None else slope, 0.0 if intercept is None else intercept)
     rescale_source = (f"{label('RescaleSlope')}/{label('RescaleIntercept')}" if slope is not None
                       else "stored values (no RescaleSlope)")
-    problem = _rescale_problem(ds, name)
+    if functional is not None:
+        rescale_source = f"{label('PixelValueTransformationSequence')} {rescale_source}"
+    problem = _rescale_problem(rescale_ds, name)
     units_tag = (get_str(ds, "Units") or "").upper() or None
     rwvm, warnings = _rwvm_candidates(ds, name)
     by_units = {u: (s, i, src) for u, s, i, src in reversed(rwvm)}

@@ -14,7 +14,12 @@ from typing import Any
 
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
+from pydicom.errors import BytesLengthException
 from pydicom.multival import MultiValue
+
+#: what pydicom raises when a malformed element is parsed on access (a wrong VR or length, a cut value)
+MALFORMED_ELEMENT_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError,
+                            NotImplementedError, BytesLengthException)
 
 _DA = re.compile(r"^(\d{4})[.\-]?(\d{2})[.\-]?(\d{2})$")
 _TM = re.compile(r"^(\d{2})(?::?(\d{2})(?::?(\d{2})(?:\.(\d{1,6}))?)?)?$")
