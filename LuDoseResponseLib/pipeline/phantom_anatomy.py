@@ -6,7 +6,9 @@ spherical tumours of 2–300 mL. Activity concentration in each region follows a
     C(t) = A₀ · f · (e^(−λ_eff t) − e^(−λ_up t)),   λ_eff = λ_phys + ln2/T_bio,
 
 with A₀ the administered activity (Bq), f the uptake per mL, T_bio grade-dependent for tumours (G2
-washes out faster than G1). Its time integral is ∫₀^∞ C dt = A₀ f (1/λ_eff − 1/λ_up) exactly.
+washes out faster than G1). A tumour's T_bio is the same in every cycle unless ``cycle_t_bio_factor``
+changes it (a test of reduced imaging with changing kinetics). Its time integral is
+∫₀^∞ C dt = A₀ f (1/λ_eff − 1/λ_up) exactly.
 
 Ground truth per tumour and cycle is local energy deposition of the electrons in the tumour's true
 (uniform) activity: D = ∫C dt · E_e / ρ, E_e = 0.147923 MeV (ICRP-107), ρ = 1 g/mL. For spheres of
@@ -188,6 +190,12 @@ class PhantomTumour:
     uptake_per_ml: float
     t_bio_h: float
     cycle_uptake_factor: tuple[float, ...]   # per cycle, multiplies the uptake
+    cycle_t_bio_factor: tuple[float, ...] = ()   # per cycle, multiplies T_bio (empty: the same every cycle)
+
+    def t_bio_at_cycle_h(self, cycle_index: int) -> float:
+        """The biological half-life in a cycle (h): ``t_bio_h``, times that cycle's ``cycle_t_bio_factor``."""
+        factors = self.cycle_t_bio_factor
+        return self.t_bio_h * (factors[cycle_index] if factors else 1.0)
 
     @property
     def radius_mm(self) -> float:
@@ -285,7 +293,8 @@ def make_patient(patient: str, *, seed: int, grade: str | None = None, n_tumours
 def true_cycle_dose_gy(p: PhantomPatient, tumour: PhantomTumour, cycle_index: int) -> float:
     """Truth: LED dose of the tumour's uniform true activity in one cycle (module docstring)."""
     tia = uptake_washout_integral(p.activities_mbq[cycle_index] * 1e6,
-                                  tumour.uptake_per_ml * tumour.cycle_uptake_factor[cycle_index], tumour.t_bio_h)
+                                  tumour.uptake_per_ml * tumour.cycle_uptake_factor[cycle_index],
+                                  tumour.t_bio_at_cycle_h(cycle_index))
     return tia * led_gy_per_bq_h_per_ml(1.0)
 
 
@@ -325,7 +334,8 @@ def activity_map_bq_per_ml(p: PhantomPatient, cycle_index: int, t_h: float,
         if f > 0:
             out[masks[name]] = float(uptake_washout(t_h, a0, f, t_bio))
     for t, m in zip(p.tumours, tumour_masks, strict=True):
-        out[m] = float(uptake_washout(t_h, a0, t.uptake_per_ml * t.cycle_uptake_factor[cycle_index], t.t_bio_h))
+        out[m] = float(uptake_washout(t_h, a0, t.uptake_per_ml * t.cycle_uptake_factor[cycle_index],
+                                      t.t_bio_at_cycle_h(cycle_index)))
     return out
 
 

@@ -7,6 +7,12 @@ header. Each cycle also has ``organs.seg.nrrd`` (Kidney_L, Kidney_R) named by ``
 With ``spect_format="nrrd"`` the same noisy image is written in Bq/mL as NRRD and the manifest
 gives ``units = "bq_per_ml"`` and the time. ``truth.json`` holds the ground truth (see
 :mod:`phantom_anatomy`), never computed by the pipeline.
+
+Reduced imaging (issue 11): ``imaging="hybrid"`` writes per cycle whole-body anterior/posterior NM planar
+DICOM (both detectors in one file, three energy windows; :mod:`phantom_planar`) at the planar hours and
+one SPECT at ``single_spect_h``, with the manifest's ``[[cycles.planar]]`` entries;
+``later_cycles="from-cycle-1"`` gives every cycle after the first one SPECT at ``single_spect_h`` and
+``kinetics = "from-cycle-1"``. The truth is the same either way: it comes from the true activity.
 """
 
 from __future__ import annotations
@@ -45,8 +51,13 @@ from LuDoseResponseLib.pipeline.phantom_anatomy import (
     tumour_radii_mm,
     uptake_washout_bed_gy,
 )
+from LuDoseResponseLib.pipeline.phantom_planar import WINDOWS, PlanarSettings, planar_windows
 
 SPECT_FORMATS = ("dicom", "nrrd")
+IMAGING = ("spect", "hybrid")
+LATER_CYCLES = ("full", "from-cycle-1")
+#: SNOMED view codes of the planar detectors (DICOM CID 26)
+_VIEW_CODES = {"anterior": ("399488007", "anterior-posterior"), "posterior": ("399348003", "posterior-anterior")}
 
 
 def _base(modality: str, sop_class: str, p: PhantomPatient, ids: dict, series_uid: str, number: int) -> Dataset:
@@ -117,6 +128,54 @@ def write_nm_counts(counts_zyx: np.ndarray, path: Path, p: PhantomPatient, ids: 
     return path
 
 
+def write_nm_planar(views: dict[str, dict[str, np.ndarray]], path: Path, p: PhantomPatient, ids: dict, *,
+                    scan_time_s: float, acquired_at, number: int) -> Path:
+    """One whole-body NM file: detector 1 anterior, 2 posterior (view codes), three energy windows each, the
+    sweep as ScanVelocity/ScanLength (scan time = length / velocity)."""
+    frames, detectors, windows = [], [], []
+    for d, view in enumerate(("anterior", "posterior"), start=1):
+        for w, key in enumerate(WINDOWS, start=1):
+            frames.append(views[view][key])
+            detectors.append(d)
+            windows.append(w)
+    data = np.stack(frames)
+    if data.max() > 65535:
+        raise InputError(f"{path}: {data.max():.0f} counts in a pixel do not fit 16 bits; shorten the scan time")
+    ds = _base("NM", NuclearMedicineImageStorage, p, ids, generate_uid(), number)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "WHOLE BODY", "EMISSION"]
+    ds.EnergyWindowInformationSequence = DicomSequence()
+    for window in WINDOWS.values():
+        limits = Dataset()
+        limits.EnergyWindowLowerLimit = f"{window.lower_kev:.6g}"
+        limits.EnergyWindowUpperLimit = f"{window.upper_kev:.6g}"
+        item = Dataset()
+        item.EnergyWindowRangeSequence = DicomSequence([limits])
+        ds.EnergyWindowInformationSequence.append(item)
+    ds.DetectorInformationSequence = DicomSequence()
+    for view in ("anterior", "posterior"):
+        code = Dataset()
+        code.CodeValue, code.CodeMeaning = _VIEW_CODES[view]
+        code.CodingSchemeDesignator = "SCT"
+        item = Dataset()
+        item.ViewCodeSequence = DicomSequence([code])
+        ds.DetectorInformationSequence.append(item)
+    ds.NumberOfFrames = len(frames)
+    ds.FrameIncrementPointer = [0x00540010, 0x00540020]
+    ds.EnergyWindowVector, ds.DetectorVector = windows, detectors
+    ds.NumberOfEnergyWindows, ds.NumberOfDetectors = len(WINDOWS), 2
+    h = p.grid.spacing_mm
+    ds.PixelSpacing = [f"{h:.10g}", f"{h:.10g}"]
+    length_mm = data.shape[1] * h
+    ds.ScanLength = f"{length_mm:.10g}"
+    ds.ScanVelocity = f"{length_mm / scan_time_s:.10g}"
+    ds.AcquisitionDate, ds.AcquisitionTime = _dicom_dt(acquired_at)
+    _pixels(ds, data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
+    return path
+
+
 def write_ct(hu_zyx: np.ndarray, folder: Path, p: PhantomPatient, ids: dict) -> Path:
     """A CT series, one file per slice, stored = HU + 1024."""
     uid = generate_uid()
@@ -164,10 +223,21 @@ def _response(volumes: list[float]) -> tuple[float, int, int]:
 
 
 def write_patient(p: PhantomPatient, folder: str | Path, *, spect_format: str = "dicom",
-                  responder_threshold: float = 0.66) -> Path:
-    """Write one digital patient under ``folder`` and return its manifest.toml path."""
+                  responder_threshold: float = 0.66, imaging: str = "spect", later_cycles: str = "full",
+                  single_spect_h: float = 24.0, planar: PlanarSettings | None = None) -> Path:
+    """Write one digital patient under ``folder`` and return its manifest.toml path.
+
+    ``imaging``: ``"spect"`` (a SPECT at each of ``p.scan_hours``) or ``"hybrid"`` (planars at
+    ``planar.hours`` and one SPECT at ``single_spect_h``); ``later_cycles``: ``"full"`` (as cycle 1) or
+    ``"from-cycle-1"`` (one SPECT at ``single_spect_h``, kinetics from cycle 1). See the module docstring.
+    """
     if spect_format not in SPECT_FORMATS:
         raise InputError(f"spect_format must be one of {SPECT_FORMATS}, got {spect_format!r}")
+    if imaging not in IMAGING:
+        raise InputError(f"imaging must be one of {IMAGING}, got {imaging!r}")
+    if later_cycles not in LATER_CYCLES:
+        raise InputError(f"later_cycles must be one of {LATER_CYCLES}, got {later_cycles!r}")
+    planar = planar or PlanarSettings()
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(p.seed + 1)
@@ -177,7 +247,8 @@ def write_patient(p: PhantomPatient, folder: str | Path, *, spect_format: str = 
     names = [t.name for t in p.tumours]
     kidneys = kidney_masks(grid, masks)
     base_masks = [sphere(grid, t.centre_mm, t.radius_mm) for t in p.tumours]
-    write_ct(hu_map(masks, base_masks, grid.shape_zyx), root / "ct", p, ids)
+    hu = hu_map(masks, base_masks, grid.shape_zyx)
+    write_ct(hu, root / "ct", p, ids)
     sigma_vox = p.psf_fwhm_mm / (2 * math.sqrt(2 * math.log(2))) / grid.spacing_mm
     counts_per_bq_per_ml = grid.voxel_ml * 1e-6 * p.calibration_cps_per_mbq * p.duration_s
     lines = [f'patient = "{p.patient}"', f'grade = "{p.grade}"', "", "[settings]", 'pvc = "none"',
@@ -191,8 +262,20 @@ def write_patient(p: PhantomPatient, folder: str | Path, *, spect_format: str = 
         lines += ["[[cycles]]", f"number = {k + 1}", f"administered_at = {admin.isoformat()}",
                   f"activity_mbq = {p.activities_mbq[k]:.1f}",
                   f"calibration_cps_per_mbq = {p.calibration_cps_per_mbq}", 'ct = "ct"',
-                  f'tumours = "{c}/tumours.seg.nrrd"', f'organs = "{c}/organs.seg.nrrd"', ""]
-        for j, hours in enumerate(p.scan_hours):
+                  f'tumours = "{c}/tumours.seg.nrrd"', f'organs = "{c}/organs.seg.nrrd"']
+        reduced = k > 0 and later_cycles == "from-cycle-1"
+        lines += ['kinetics = "from-cycle-1"', ""] if reduced else [""]
+        if imaging == "hybrid" and not reduced:
+            for j, hours in enumerate(planar.hours):
+                views = planar_windows(activity_map_bq_per_ml(p, k, hours, masks, cyc_masks), hu, grid.spacing_mm,
+                                       planar, rng)
+                rel = f"{c}/wb_{hours:g}h.dcm"
+                write_nm_planar(views, root / rel, p, ids, scan_time_s=planar.scan_time_s,
+                                acquired_at=admin + timedelta(hours=hours), number=100 + 10 * (k + 1) + j)
+                lines += ["  [[cycles.planar]]", f'  anterior = "{rel}"', f'  posterior = "{rel}"',
+                          f"  calibration_cps_per_mbq = {planar.sensitivity_cps_per_mbq}", ""]
+        spect_hours = (single_spect_h,) if reduced or imaging == "hybrid" else p.scan_hours
+        for j, hours in enumerate(spect_hours):
             conc = activity_map_bq_per_ml(p, k, hours, masks, cyc_masks)
             blurred = gaussian_filter(conc, sigma_vox, mode="constant")
             counts = rng.poisson(np.maximum(blurred, 0) * counts_per_bq_per_ml).astype(float)
@@ -256,7 +339,8 @@ def _truth(p: PhantomPatient, fu_volumes: dict[str, list[float]], responder_thre
                         "cycle_dose_gy": doses, "dose_gy": float(sum(until)),
                         "dose_all_cycles_gy": float(sum(doses)), "volumes_cm3": fu_volumes[t.name], "dv": dv,
                         "responder": int(dv >= responder_threshold),
-                        "rc_mean": rc_mean_sphere(t.radius_mm, p.psf_fwhm_mm), **{"t_bio_h": t.t_bio_h}})
+                        "rc_mean": rc_mean_sphere(t.radius_mm, p.psf_fwhm_mm), "t_bio_h": t.t_bio_h,
+                        "cycle_t_bio_h": [t.t_bio_at_cycle_h(k) for k in range(len(p.cycle_dates))]})
     return {"patient": p.patient, "grade": p.grade, "psf_fwhm_mm": p.psf_fwhm_mm,
             "physics": "local electron deposition, E_e = 0.147923 MeV, rho = 1 g/mL (phantom_anatomy)",
             "dose_response": {"A": p.dose_response[0], "s_gy": p.dose_response[1]},

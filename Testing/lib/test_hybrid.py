@@ -198,3 +198,61 @@ def test_hybrid_from_planar_dicom_files(phantom_pairs, tmp_path):
         k = DOSE_RATE_PER_MBQ[s.name]
         reference = time_integral(TIMES_H, [k * s.activity_mbq_at(t) for t in TIMES_H]).value
         assert result.tumours[s.name].dose().value == pytest.approx(reference, rel=0.05)
+
+
+@pytest.mark.parametrize("model", ["mono", "uptake-washout"])
+def test_earlier_curve_factor_is_the_integral_over_the_value_at_the_spect_time(model):
+    """∫f/f(t) of a fitted earlier curve, against the closed forms 1/λ·e^(λt) and
+    (1/λ − 1/λ_u)/(e^(−λt) − e^(−λ_u t)); with it from-cycle-1 reproduces a same-shape cycle exactly."""
+    from LuDoseResponseLib.dosimetry.reduced_imaging import earlier_curve_factor_h
+
+    lam, lam_u = LN2 / 90.0, LN2 / 2.0
+    if model == "mono":
+        curve = lambda t: 2.0 * math.exp(-lam * t)                                   # noqa: E731
+        expected = math.exp(lam * 24.0) / lam
+    else:
+        curve = lambda t: 2.0 * (math.exp(-lam * t) - math.exp(-lam_u * t))          # noqa: E731
+        expected = (1 / lam - 1 / lam_u) / (math.exp(-lam * 24.0) - math.exp(-lam_u * 24.0))
+    fit = time_integral((1.0, 4.0, 24.0, 96.0, 168.0), [curve(t) for t in (1.0, 4.0, 24.0, 96.0, 168.0)],
+                        model=model)
+    assert earlier_curve_factor_h(fit, 24.0) == pytest.approx(expected, rel=1e-5)
+    t_eff, t_eff_sd = earlier_cycle_t_eff(fit)
+    reduced = reduced_imaging_dose("from-cycle-1", 24.0, 0.7 * curve(24.0), earlier_t_eff_h=t_eff,
+                                   earlier_t_eff_sd_h=t_eff_sd, earlier_factor_h=earlier_curve_factor_h(fit, 24.0))
+    assert reduced.value == pytest.approx(0.7 * fit.value, rel=1e-9) and reduced.sd > 0
+    assert earlier_curve_factor_h(time_integral((24.0, 96.0), (1.0, 0.5), method="trapezoid"), 24.0) is None
+
+
+def test_activity_overlapping_a_projection_is_reported():
+    """A hot, fast-clearing 'kidney' (not segmented) right behind T2 and wider than its ROI: the background ring
+    sees part of it only, so T2's planar kinetics fall too fast (hybrid dose −27 %: Buijs' uniform background
+    does not hold). Its SPECT/planar scale factor is then 27 % below the other tumours' and it is reported;
+    T1 and T3 are not, and stay within 5 % of their multi-time-point dose."""
+    from LuDoseResponseLib.dosimetry.hybrid import scale_outlier_warnings
+
+    spheres = [Sphere("T1", (-50.0, -30.0, 30.0), 20.0, _mono(30.0, 80.0)),
+               Sphere("T2", (40.0, -40.0, -30.0), 18.0, _mono(20.0, 120.0)),
+               Sphere("T3", (-40.0, 20.0, -40.0), 18.0, _mono(15.0, 100.0)),
+               Sphere("kidney", (40.0, 50.0, -30.0), 30.0, _mono(40.0, 20.0))]
+    ph = CylinderPhantom(spheres)
+    masks = {name: m for name, m in ph.masks().items() if name != "kidney"}
+    spect = SpectReference(24.0, {s.name: s.activity_mbq_at(24.0) for s in spheres[:3]},
+                           {s.name: 0.05 * s.activity_mbq_at(24.0) for s in spheres[:3]})
+    result = hybrid_cycle(conjugate_pairs(ph, TIMES_H, seed=3), spect, ph.ct_hu(), masks)
+    flagged = [w for w in result.warnings if "off the median" in w]
+    assert len(flagged) == 1 and "'T2'" in flagged[0]
+    for s in spheres[:3]:
+        error = result.tumours[s.name].dose().value / time_integral(TIMES_H, [0.05 * s.activity_mbq_at(t)
+                                                                              for t in TIMES_H]).value - 1
+        assert (error < -0.15) if s.name == "T2" else (abs(error) < 0.05), (s.name, error)
+    assert any("off the median" in w for w in result.tumours["T2"].warnings)
+    assert scale_outlier_warnings({"a": 1.0, "b": 0.5}) == {}          # two tumours: no median to compare with
+
+
+def test_early_hanscheid_is_warned_with_the_underestimate():
+    """At 24 h Hänscheid's D = Ḋ·2t/ln2 is (2x/ln2)e^(−x) = 41 % of the mono-exponential truth for T_eff 100 h."""
+    rate = _mono_dose_rate(0.6, 100.0)
+    early = reduced_imaging_dose("stp-hanscheid", 24.0, rate(24.0))
+    assert early.value / (0.6 * 100.0 / LN2) == pytest.approx(0.41, abs=0.005)
+    assert any("underestimates a tumour with T_eff 100 h by 59%" in w for w in early.warnings)
+    assert not any("meant for imaging" in w for w in reduced_imaging_dose("stp-hanscheid", 96.0, rate(96.0)).warnings)
