@@ -1,0 +1,240 @@
+"""Predicted cumulative tumour dose, kidney BED and TCP of a schedule, and the schedules that maximise TCP.
+
+A schedule gives future cycles j (numbers after the last one imaged) activities A_j (GBq). With the
+dose per GBq y_j jointly log-normal (:mod:`.prediction`: ln y ~ N(μ, Σ)), exactly:
+
+- tumour: D = D_received + Σ_j A_j y_j, E[D] = D_rec + Σ A_j e^(μ_j + Σ_jj/2),
+  Var[D] = Var[D_rec] + Σ_jl A_j A_l E[y_j]E[y_l](e^(Σ_jl) − 1);
+- kidney: BED = BED_received + Σ_j (A_j y_j + G A_j² y_j² / (α/β)), each cycle's BED being the
+  mono-exponential LQ BED (:func:`LuDoseResponseLib.dosimetry.bed.bed_mono_exponential`, G from the
+  kidney's mean measured T_eff), whose mean and variance follow from E[y_j^a y_l^b] =
+  E[y_j^a]E[y_l^b] e^(ab Σ_jl), with E[y^a] = e^(aμ + a²Σ/2).
+
+The 95 % intervals are those of the log-normal with the same mean and variance (Fenton–Wilkinson).
+The TCP of each tumour is the population curve at E[D] with the CI of :meth:`TcpCurve.at`; the plan's
+objective is the mean TCP over the patient's tumours (the expected fraction controlled), with a
+delta-method CI that adds the coefficient covariance and the tumours' dose variances (tumours independent).
+
+Schedules: ``fixed`` — n more cycles of one activity; ``free`` — n more cycles with activities in
+[lo, hi] GBq chosen to maximise the objective subject to every kidney's mean cumulative BED ≤ the
+limit (SLSQP with analytic gradients; since the objective rises with every A_j, the optimum is then
+pushed along (hi − A) onto the limit, so a binding limit is used to the solver's tolerance).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import brentq, minimize
+from scipy.special import expit
+
+from LuDoseResponseLib.planning.prediction import DosePerGbqFit
+from LuDoseResponseLib.planning.tcp_curve import TcpCurve
+from LuDoseResponseLib.stats.tcp import Z95
+
+#: free activities are optimised to this BED (Gy) below the limit
+BED_TOLERANCE_GY = 1e-3
+
+
+@dataclass(frozen=True, eq=False)
+class TumourTerm:
+    name: str
+    received_gy: float
+    received_var: float
+    fit: DosePerGbqFit
+
+
+@dataclass(frozen=True, eq=False)
+class KidneyTerm:
+    name: str
+    received_bed_gy: float
+    received_var: float
+    fit: DosePerGbqFit
+    g_factor: float
+    alpha_beta_gy: float
+
+
+def lognormal_interval(mean: float, var: float) -> tuple[float, float]:
+    """95 % interval of the log-normal with this mean and variance."""
+    if var <= 0 or mean <= 0:
+        return mean, mean
+    s2 = math.log1p(var / mean**2)
+    m = math.log(mean) - s2 / 2
+    return math.exp(m - Z95 * math.sqrt(s2)), math.exp(m + Z95 * math.sqrt(s2))
+
+
+def _power_moments(fit: DosePerGbqFit, cycles: Sequence[int]):
+    """E[y^1], E[y^2] per future cycle and Σ."""
+    mu, sigma = fit.log_moments(cycles)
+    d = np.diag(sigma)
+    return np.exp(mu + d / 2), np.exp(2 * mu + 2 * d), sigma
+
+
+def tumour_dose(term: TumourTerm, cycles: Sequence[int], activities: np.ndarray) -> tuple[float, float]:
+    """(mean, variance) of the cumulative dose after the schedule."""
+    if len(cycles) == 0:
+        return term.received_gy, term.received_var
+    e1, _, sigma = _power_moments(term.fit, cycles)
+    ay = activities * e1
+    return term.received_gy + float(ay.sum()), term.received_var + float(ay @ np.expm1(sigma) @ ay)
+
+
+def kidney_bed(term: KidneyTerm, cycles: Sequence[int], activities: np.ndarray) -> tuple[float, float]:
+    """(mean, variance) of the cumulative BED after the schedule."""
+    if len(cycles) == 0:
+        return term.received_bed_gy, term.received_var
+    e1, e2, sigma = _power_moments(term.fit, cycles)
+    c1, c2 = activities, term.g_factor * activities**2 / term.alpha_beta_gy
+    mean = term.received_bed_gy + float(c1 @ e1 + c2 @ e2)
+    var = term.received_var
+    for (ca, ea, a), (cb, eb, b) in [((c1, e1, 1), (c1, e1, 1)), ((c1, e1, 1), (c2, e2, 2)),
+                                     ((c2, e2, 2), (c1, e1, 1)), ((c2, e2, 2), (c2, e2, 2))]:
+        u, v = ca * ea, cb * eb
+        var += float(u @ np.expm1(a * b * sigma) @ v)
+    return mean, var
+
+
+@dataclass(frozen=True)
+class Schedule:
+    kind: str                         # "fixed" or "free"
+    cycles: tuple[int, ...]
+    activities_gbq: tuple[float, ...]
+
+    @property
+    def n_cycles(self) -> int:
+        return len(self.cycles)
+
+    @property
+    def label(self) -> str:
+        if not self.cycles:
+            return "no further cycle"
+        if self.kind == "fixed":
+            return f"{self.n_cycles} x {self.activities_gbq[0]:g} GBq"
+        return f"{self.n_cycles} cycles, free activity"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A schedule's predictions: per tumour (dose, TCP), per kidney (BED), the objective."""
+
+    schedule: Schedule
+    tumours: dict[str, dict]
+    kidneys: dict[str, dict]
+    objective_tcp: float
+    objective_ci: tuple[float, float]
+    max_kidney_bed_gy: float
+    feasible: bool
+    limit_binds: bool = False
+
+
+class Problem:
+    """One patient's planning problem: tumour and kidney terms, TCP curve, BED limit."""
+
+    def __init__(self, tumours: Sequence[TumourTerm], kidneys: Sequence[KidneyTerm], curve: TcpCurve,
+                 limit_gy: float, last_cycle: int):
+        self.tumours, self.kidneys, self.curve = list(tumours), list(kidneys), curve
+        self.limit_gy, self.last_cycle = float(limit_gy), int(last_cycle)
+
+    def future(self, n: int) -> tuple[int, ...]:
+        return tuple(range(self.last_cycle + 1, self.last_cycle + 1 + n))
+
+    # --- the objective and the constraint, with gradients (for SLSQP) ---
+    def _objective(self, a: np.ndarray, e1s: list[np.ndarray]) -> tuple[float, np.ndarray]:
+        value, grad = 0.0, np.zeros_like(a)
+        for t, e1 in zip(self.tumours, e1s, strict=True):
+            p = float(expit(self.curve.intercept + self.curve.slope_per_gy * (t.received_gy + a @ e1)))
+            value += p
+            grad += p * (1 - p) * self.curve.slope_per_gy * e1
+        n = len(self.tumours)
+        return value / n, grad / n
+
+    def _kidney_means(self, a: np.ndarray, moments) -> np.ndarray:
+        return np.array([k.received_bed_gy + a @ e1 + k.g_factor * (a**2) @ e2 / k.alpha_beta_gy
+                         for k, (e1, e2) in zip(self.kidneys, moments, strict=True)])
+
+    def _kidney_jacobian(self, a: np.ndarray, moments) -> np.ndarray:
+        return np.array([e1 + 2 * k.g_factor * a * e2 / k.alpha_beta_gy
+                         for k, (e1, e2) in zip(self.kidneys, moments, strict=True)])
+
+    def evaluate(self, schedule: Schedule) -> Evaluation:
+        a = np.asarray(schedule.activities_gbq, dtype=float)
+        tumours, eta_terms = {}, []
+        for t in self.tumours:
+            mean, var = tumour_dose(t, schedule.cycles, a)
+            lo, hi = lognormal_interval(mean, var)
+            tcp = self.curve.at(mean, math.sqrt(var))
+            tumours[t.name] = {"dose_gy": mean, "dose_sd_gy": math.sqrt(var), "dose_ci_low_gy": lo,
+                               "dose_ci_high_gy": hi, **tcp.to_dict()}
+            eta_terms.append((mean, var, tcp.tcp))
+        kidneys = {}
+        for k in self.kidneys:
+            mean, var = kidney_bed(k, schedule.cycles, a)
+            lo, hi = lognormal_interval(mean, var)
+            kidneys[k.name] = {"bed_gy": mean, "bed_sd_gy": math.sqrt(var), "bed_ci_low_gy": lo, "bed_ci_high_gy": hi}
+        objective, ci = self._objective_ci(eta_terms)
+        worst = max(v["bed_gy"] for v in kidneys.values())
+        return Evaluation(schedule, tumours, kidneys, objective, ci, worst, worst <= self.limit_gy + 1e-9)
+
+    def _objective_ci(self, terms) -> tuple[float, tuple[float, float]]:
+        """Mean TCP and its delta-method 95 % CI on the logit scale."""
+        n, b = len(terms), self.curve.slope_per_gy
+        value = sum(p for _, _, p in terms) / n
+        grad_ab = np.zeros(2)
+        var = 0.0
+        for mean, dose_var, p in terms:
+            w = p * (1 - p) / n
+            grad_ab += w * np.array([1.0, mean])
+            var += (w * b) ** 2 * dose_var
+        var += float(grad_ab @ self.curve.vcov @ grad_ab)
+        if not 0 < value < 1:
+            return value, (value, value)
+        eta, se = math.log(value / (1 - value)), math.sqrt(var) / (value * (1 - value))
+        return value, (float(expit(eta - Z95 * se)), float(expit(eta + Z95 * se)))
+
+    def fixed(self, n: int, activity_gbq: float) -> Evaluation:
+        return self.evaluate(Schedule("fixed", self.future(n), (float(activity_gbq),) * n))
+
+    def free(self, n: int, low_gbq: float, high_gbq: float) -> Evaluation:
+        """The best n-cycle schedule with activities in [low, high] under the kidney limit (module docstring)."""
+        cycles = self.future(n)
+        moments = [_power_moments(k.fit, cycles)[:2] for k in self.kidneys]
+        e1s = [_power_moments(t.fit, cycles)[0] for t in self.tumours]
+        lo, hi = np.full(n, float(low_gbq)), np.full(n, float(high_gbq))
+
+        def slack(a: np.ndarray) -> float:
+            return self.limit_gy - float(self._kidney_means(a, moments).max())
+
+        def done(a: np.ndarray, binds: bool) -> Evaluation:
+            e = self.evaluate(Schedule("free", cycles, tuple(float(v) for v in a)))
+            return Evaluation(e.schedule, e.tumours, e.kidneys, e.objective_tcp, e.objective_ci,
+                              e.max_kidney_bed_gy, e.feasible, binds)
+
+        if slack(lo) < 0:
+            return done(lo, False)
+        if slack(hi) >= 0:
+            return done(hi, False)
+        uniform = lo if slack(lo) <= BED_TOLERANCE_GY / 2 else lo + (hi - lo) * brentq(
+            lambda s: slack(lo + s * (hi - lo)) - BED_TOLERANCE_GY / 2, 0.0, 1.0, xtol=1e-12)
+        constraint = {"type": "ineq", "fun": lambda a: self.limit_gy - self._kidney_means(a, moments),
+                      "jac": lambda a: -self._kidney_jacobian(a, moments)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            result = minimize(lambda a: tuple(-v for v in self._objective(a, e1s)), uniform, jac=True,
+                              method="SLSQP", bounds=list(zip(lo, hi, strict=True)), constraints=[constraint],
+                              options={"ftol": 1e-12, "maxiter": 200})
+        best = uniform
+        if np.all(np.isfinite(result.x)):
+            candidate = np.clip(result.x, lo, hi)
+            if slack(candidate) < 0:   # pull back along the segment from the feasible start
+                s = brentq(lambda s: slack(uniform + s * (candidate - uniform)), 0.0, 1.0, xtol=1e-12)
+                candidate = uniform + s * (candidate - uniform)
+            if self._objective(candidate, e1s)[0] >= self._objective(uniform, e1s)[0]:
+                best = candidate
+        if slack(hi) < 0 and slack(best) > BED_TOLERANCE_GY:   # the objective rises with A: go to the limit
+            s = brentq(lambda s: slack(best + s * (hi - best)) - BED_TOLERANCE_GY / 2, 0.0, 1.0, xtol=1e-12)
+            best = best + s * (hi - best)
+        return done(best, True)
