@@ -177,7 +177,7 @@ class Problem:
             kidneys[k.name] = {"bed_gy": mean, "bed_sd_gy": math.sqrt(var), "bed_ci_low_gy": lo, "bed_ci_high_gy": hi}
         objective, ci = self._objective_ci(eta_terms)
         worst = max(v["bed_gy"] for v in kidneys.values())
-        return Evaluation(schedule, tumours, kidneys, objective, ci, worst, worst <= self.limit_gy + 1e-9)
+        return Evaluation(schedule, tumours, kidneys, objective, ci, worst, worst <= self.limit_gy)
 
     def _objective_ci(self, terms) -> tuple[float, tuple[float, float]]:
         """Mean TCP and its delta-method 95 % CI on the logit scale."""
@@ -217,8 +217,9 @@ class Problem:
             return done(lo, False)
         if slack(hi) >= 0:
             return done(hi, False)
-        uniform = lo if slack(lo) <= BED_TOLERANCE_GY / 2 else lo + (hi - lo) * brentq(
-            lambda s: slack(lo + s * (hi - lo)) - BED_TOLERANCE_GY / 2, 0.0, 1.0, xtol=1e-12)
+        target = BED_TOLERANCE_GY / 2   # every returned schedule ends between 0 and this far below the limit
+        uniform = lo if slack(lo) <= 1.5 * target else lo + (hi - lo) * brentq(
+            lambda s: slack(lo + s * (hi - lo)) - 1.5 * target, 0.0, 1.0, xtol=1e-14)
         constraint = {"type": "ineq", "fun": lambda a: self.limit_gy - self._kidney_means(a, moments),
                       "jac": lambda a: -self._kidney_jacobian(a, moments)}
         with warnings.catch_warnings():
@@ -229,12 +230,13 @@ class Problem:
         best = uniform
         if np.all(np.isfinite(result.x)):
             candidate = np.clip(result.x, lo, hi)
-            if slack(candidate) < 0:   # pull back along the segment from the feasible start
-                s = brentq(lambda s: slack(uniform + s * (candidate - uniform)), 0.0, 1.0, xtol=1e-12)
+            if slack(candidate) < target:   # pull back along the segment from the feasible start
+                s = brentq(lambda s: slack(uniform + s * (candidate - uniform)) - target, 0.0, 1.0, xtol=1e-14) \
+                    if slack(uniform) > target else 0.0
                 candidate = uniform + s * (candidate - uniform)
             if self._objective(candidate, e1s)[0] >= self._objective(uniform, e1s)[0]:
                 best = candidate
-        if slack(hi) < 0 and slack(best) > BED_TOLERANCE_GY:   # the objective rises with A: go to the limit
-            s = brentq(lambda s: slack(best + s * (hi - best)) - BED_TOLERANCE_GY / 2, 0.0, 1.0, xtol=1e-12)
+        if slack(best) > 2 * target:   # the objective rises with every A_j: go to the limit
+            s = brentq(lambda s: slack(best + s * (hi - best)) - target, 0.0, 1.0, xtol=1e-14)
             best = best + s * (hi - best)
         return done(best, True)
