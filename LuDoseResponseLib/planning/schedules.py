@@ -195,6 +195,33 @@ class Problem:
         eta, se = math.log(value / (1 - value)), math.sqrt(var) / (value * (1 - value))
         return value, (float(expit(eta - Z95 * se)), float(expit(eta + Z95 * se)))
 
+    def _onto_limit(self, a: np.ndarray, lo: np.ndarray, hi: np.ndarray, moments, e1s, target: float) -> np.ndarray:
+        """Move ``a`` to between ``target`` and 2·``target`` Gy below the limit, one cycle at a time: lower the
+        cycles that buy the least TCP per Gy of BED first, raise those that buy the most first."""
+        a = a.copy()
+
+        def slack(x: np.ndarray) -> float:
+            return self.limit_gy - float(self._kidney_means(x, moments).max())
+
+        worst = int(np.argmax(self._kidney_means(a, moments)))
+        ratio = self._objective(a, e1s)[1] / self._kidney_jacobian(a, moments)[worst]
+        over = slack(a) < target
+        for j in (np.argsort(ratio) if over else np.argsort(-ratio)):
+            if target <= slack(a) <= 2 * target:
+                break
+            end = lo[j] if over else hi[j]
+
+            def at(v: float, j: int = j, base: np.ndarray = a) -> np.ndarray:
+                x = base.copy()
+                x[j] = v
+                return x
+
+            if (slack(at(end)) - target) * (slack(a) - target) > 0:   # this cycle alone cannot reach the target
+                a = at(end)
+                continue
+            a = at(brentq(lambda v: slack(at(v)) - target, a[j], end, xtol=1e-14) if a[j] != end else end)
+        return a
+
     def fixed(self, n: int, activity_gbq: float) -> Evaluation:
         return self.evaluate(Schedule("fixed", self.future(n), (float(activity_gbq),) * n))
 
@@ -229,14 +256,8 @@ class Problem:
                               options={"ftol": 1e-12, "maxiter": 200})
         best = uniform
         if np.all(np.isfinite(result.x)):
-            candidate = np.clip(result.x, lo, hi)
-            if slack(candidate) < target:   # pull back along the segment from the feasible start
-                s = brentq(lambda s: slack(uniform + s * (candidate - uniform)) - target, 0.0, 1.0, xtol=1e-14) \
-                    if slack(uniform) > target else 0.0
-                candidate = uniform + s * (candidate - uniform)
+            candidate = self._onto_limit(np.clip(result.x, lo, hi), lo, hi, moments, e1s, target)
             if self._objective(candidate, e1s)[0] >= self._objective(uniform, e1s)[0]:
                 best = candidate
-        if slack(best) > 2 * target:   # the objective rises with every A_j: go to the limit
-            s = brentq(lambda s: slack(best + s * (hi - best)) - target, 0.0, 1.0, xtol=1e-14)
-            best = best + s * (hi - best)
+        best = self._onto_limit(best, lo, hi, moments, e1s, target)
         return done(best, True)
