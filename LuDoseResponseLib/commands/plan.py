@@ -36,6 +36,9 @@ def register(sub) -> None:
     p.add_argument("--kidney-bed-limit", metavar="GY", default=_DEFAULTS["limit"],
                    help="limit on the predicted mean cumulative kidney BED, Gy (default %(default)s; Iluminet "
                         "allowed 40 for some patients)")
+    p.add_argument("--kidney-limit-on", choices=("mean", "upper95"), default="mean",
+                   help="what the limit holds: the predicted mean cumulative BED (default) or its upper 95%% "
+                        "bound (the safer choice: with the mean, the true BED exceeds the limit in many patients)")
     p.add_argument("--fixed-activity", metavar="GBQ", default=_DEFAULTS["fixed"],
                    help="activity per cycle of the fixed schedules (default %(default)s)")
     p.add_argument("--activity-range", metavar="LO,HI", default=_DEFAULTS["range"],
@@ -63,6 +66,7 @@ def settings_from_args(args):
         raise InputError(f"--activity-range: give two numbers LO,HI in GBq, got {args.activity_range!r}")
     try:
         return PlanSettings(kidney_bed_limit_gy=parse_number(args.kidney_bed_limit, "--kidney-bed-limit"),
+                            kidney_limit_on=args.kidney_limit_on,
                             fixed_activity_gbq=parse_number(args.fixed_activity, "--fixed-activity"),
                             min_activity_gbq=bounds[0], max_activity_gbq=bounds[1], max_total_cycles=args.max_cycles,
                             tumour_model=args.tumour_model, kidney_model=args.kidney_model,

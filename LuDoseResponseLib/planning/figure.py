@@ -21,14 +21,17 @@ def plan_figure(plan, path: Path) -> Path:
         es = [e for e in plan.evaluations if e.schedule.kind == kind or (kind == "free" and not e.schedule.cycles)]
         if not es:
             continue
-        n = [e.schedule.n_cycles for e in es]
-        tcp = [e.objective_tcp for e in es]
-        err = [[t - e.objective_ci[0] for t, e in zip(tcp, es, strict=True)],
-               [e.objective_ci[1] - t for t, e in zip(tcp, es, strict=True)]]
-        line = ax_tcp.errorbar(n, tcp, yerr=err, fmt=style, capsize=3, label=label)
-        colour = line[0].get_color()
-        ax_bed.plot(n, [e.max_kidney_bed_gy for e in es], style, color=colour, label=label)
+        ok = [e for e in es if e.feasible]
         bad = [e for e in es if not e.feasible]
+        tcp = [e.objective_tcp for e in ok]
+        err = [[t - e.objective_ci[0] for t, e in zip(tcp, ok, strict=True)],
+               [e.objective_ci[1] - t for t, e in zip(tcp, ok, strict=True)]]
+        line = ax_tcp.errorbar([e.schedule.n_cycles for e in ok], tcp, yerr=err, fmt=style, capsize=3, label=label)
+        colour = line[0].get_color()
+        ax_tcp.plot([e.schedule.n_cycles for e in bad], [e.objective_tcp for e in bad], "x", color=colour, alpha=0.5,
+                    label=f"{kind}: over the kidney limit" if bad else None)
+        ax_bed.plot([e.schedule.n_cycles for e in es], [e.max_kidney_bed_gy for e in es], style, color=colour,
+                    label=label)
         ax_bed.plot([e.schedule.n_cycles for e in bad], [e.max_kidney_bed_gy for e in bad], "x", color="red",
                     markersize=9, label=None)
     best = plan.best

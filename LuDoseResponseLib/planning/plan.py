@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ from LuDoseResponseLib.planning.prediction import (
     TrendModel,
     fit_dose_per_gbq,
 )
-from LuDoseResponseLib.planning.schedules import Evaluation, KidneyTerm, Problem, TumourTerm
+from LuDoseResponseLib.planning.schedules import LIMIT_STATISTICS, Evaluation, KidneyTerm, Problem, TumourTerm
 from LuDoseResponseLib.planning.tcp_curve import TcpCurve, paper_tcp_curve, tcp_curve_from_analysis
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class PlanSettings:
     """The planner's options; defaults as documented in the module docstrings."""
 
     kidney_bed_limit_gy: float = 27.0
+    kidney_limit_on: str = "mean"                    # or "upper95": the upper 95 % bound is held to the limit
     fixed_activity_gbq: float = 7.4
     min_activity_gbq: float = 3.7
     max_activity_gbq: float = 11.1
@@ -87,6 +88,8 @@ class PlanSettings:
         if isinstance(self.max_total_cycles, bool) or not isinstance(self.max_total_cycles, int) \
                 or not 1 <= self.max_total_cycles <= 20:
             raise InputError(f"max_total_cycles must be a whole number from 1 to 20, got {self.max_total_cycles!r}")
+        if self.kidney_limit_on not in LIMIT_STATISTICS:
+            raise InputError(f"kidney_limit_on must be one of {LIMIT_STATISTICS}, got {self.kidney_limit_on!r}")
         for name in ("tumour_model", "kidney_model"):
             if getattr(self, name) not in MODELS:
                 raise InputError(f"{name} must be one of {MODELS}, got {getattr(self, name)!r}")
@@ -134,7 +137,8 @@ class Plan:
                 "activities_gbq": list(s.activities_gbq), "total_activity_gbq": float(sum(s.activities_gbq)),
                 "feasible": e.feasible, "kidney_limit_binds": e.limit_binds,
                 "mean_tcp": e.objective_tcp, "mean_tcp_ci": list(e.objective_ci),
-                "max_kidney_bed_gy": e.max_kidney_bed_gy, "tumours": e.tumours, "kidneys": e.kidneys}
+                "max_kidney_bed_gy": e.max_kidney_bed_gy, "limited_kidney_bed_gy": e.limited_bed_gy,
+                "tumours": e.tumours, "kidneys": e.kidneys}
 
     def to_dict(self) -> dict:
         return {
@@ -199,8 +203,12 @@ def _assumptions(settings: PlanSettings, grade: str, curve: TcpCurve, tumour_mod
         f"kidney BED: linear-quadratic model with a mono-exponential dose rate, alpha/beta {settings.alpha_beta_gy:g} "
         f"Gy, repair half-time {settings.repair_half_time_h:g} h (dosimetry.bed), future effective half-life = the "
         "mean of the kidney's measured ones, complete repair between cycles (cumulative BED = sum)",
-        f"the limit ({settings.kidney_bed_limit_gy:g} Gy) applies to the predicted mean cumulative BED of every kidney "
-        "VOI in organ_cycles.csv, including the BED already received; the upper CI may exceed it",
+        f"the limit ({settings.kidney_bed_limit_gy:g} Gy) applies to the predicted "
+        + ("mean cumulative BED of every kidney VOI in organ_cycles.csv, including the BED already received; the "
+           "true BED exceeds a limit met by the mean in a large share of patients (its upper 95 % bound is given)"
+           if settings.kidney_limit_on == "mean" else
+           "upper 95 % bound of the cumulative BED of every kidney VOI in organ_cycles.csv, including the BED "
+           "already received"),
         f"TCP: population curve ({curve.source}), random effect 0, evaluated at the predicted mean cumulative dose "
         "over all cycles; its CI adds the curve's coefficient covariance and the dose's predictive variance",
         "the plan maximises the mean TCP over the patient's tumours (the expected fraction controlled); tumours "
@@ -256,10 +264,13 @@ def plan_treatment(dosimetry: PatientDosimetry, settings: PlanSettings | None = 
     remaining = max(settings.max_total_cycles - n_received, 0)
     if remaining == 0:
         warns.append(f"the patient has had {n_received} cycles, the maximum considered ({settings.max_total_cycles})")
-    problem = Problem(tumours, kidneys, curve, limit, max(dosimetry.activity_gbq))
+    problem = Problem(tumours, kidneys, curve, limit, max(dosimetry.activity_gbq), settings.kidney_limit_on)
     fixed = [problem.fixed(n, settings.fixed_activity_gbq) for n in range(remaining + 1)]
     free = [problem.free(n, settings.min_activity_gbq, settings.max_activity_gbq) for n in range(1, remaining + 1)]
     fixed = _mark_fixed_binding(fixed)
+    if fixed[0].limited_bed_gy > limit:
+        warns.append(f"the upper 95 % bound of the BED already received ({fixed[0].limited_bed_gy:.3g} Gy) exceeds the "
+                     f"{limit:g} Gy limit: no further cycle is planned")
     evaluations = tuple(fixed + free)
     by_kind = {kind: [i for i, e in enumerate(evaluations) if e.schedule.kind == kind] for kind in ("fixed", "free")}
     recommended = {kind: _best(evaluations, ids) for kind, ids in by_kind.items()}
@@ -277,12 +288,8 @@ def plan_treatment(dosimetry: PatientDosimetry, settings: PlanSettings | None = 
 
 def _mark_fixed_binding(fixed: list[Evaluation]) -> list[Evaluation]:
     """A fixed schedule binds when it is feasible and one more cycle would not be."""
-    out = []
-    for n, e in enumerate(fixed):
-        binds = e.feasible and n + 1 < len(fixed) and not fixed[n + 1].feasible
-        out.append(Evaluation(e.schedule, e.tumours, e.kidneys, e.objective_tcp, e.objective_ci,
-                              e.max_kidney_bed_gy, e.feasible, binds))
-    return out
+    return [replace(e, limit_binds=e.feasible and n + 1 < len(fixed) and not fixed[n + 1].feasible)
+            for n, e in enumerate(fixed)]
 
 
 def _best(evaluations: tuple[Evaluation, ...], ids: list[int]) -> int | None:

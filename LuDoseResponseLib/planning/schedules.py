@@ -16,9 +16,9 @@ objective is the mean TCP over the patient's tumours (the expected fraction cont
 delta-method CI that adds the coefficient covariance and the tumours' dose variances (tumours independent).
 
 Schedules: ``fixed`` — n more cycles of one activity; ``free`` — n more cycles with activities in
-[lo, hi] GBq chosen to maximise the objective subject to every kidney's mean cumulative BED ≤ the
-limit (SLSQP with analytic gradients; since the objective rises with every A_j, the optimum is then
-pushed along (hi − A) onto the limit, so a binding limit is used to the solver's tolerance).
+[lo, hi] GBq chosen to maximise the objective subject to every kidney's mean cumulative BED (or, by
+choice, its upper 95 % bound) ≤ the limit (SLSQP; since the objective rises with every A_j, the optimum
+is then moved onto the limit cycle by cycle, so a binding limit is used to within 0.001 Gy).
 """
 
 from __future__ import annotations
@@ -26,18 +26,21 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import brentq, minimize
 from scipy.special import expit
 
+from LuDoseResponseLib.errors import InputError
 from LuDoseResponseLib.planning.prediction import DosePerGbqFit
 from LuDoseResponseLib.planning.tcp_curve import TcpCurve
 from LuDoseResponseLib.stats.tcp import Z95
 
 #: free activities are optimised to this BED (Gy) below the limit
 BED_TOLERANCE_GY = 1e-3
+#: what the kidney limit holds: the predicted mean cumulative BED, or its upper 95 % bound
+LIMIT_STATISTICS = ("mean", "upper95")
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,17 +130,25 @@ class Evaluation:
     objective_tcp: float
     objective_ci: tuple[float, float]
     max_kidney_bed_gy: float
+    limited_bed_gy: float             # the statistic held to the limit: max over kidneys of the mean or upper bound
     feasible: bool
     limit_binds: bool = False
 
 
 class Problem:
-    """One patient's planning problem: tumour and kidney terms, TCP curve, BED limit."""
+    """One patient's planning problem: tumour and kidney terms, TCP curve, BED limit.
+
+    ``limit_on``: ``"mean"`` holds each kidney's predicted mean cumulative BED to the limit; ``"upper95"``
+    its upper 95 % bound (so that the true BED exceeds the limit in about 2.5 % of patients, if the
+    model holds).
+    """
 
     def __init__(self, tumours: Sequence[TumourTerm], kidneys: Sequence[KidneyTerm], curve: TcpCurve,
-                 limit_gy: float, last_cycle: int):
+                 limit_gy: float, last_cycle: int, limit_on: str = "mean"):
+        if limit_on not in LIMIT_STATISTICS:
+            raise InputError(f"kidney_limit_on must be one of {LIMIT_STATISTICS}, got {limit_on!r}")
         self.tumours, self.kidneys, self.curve = list(tumours), list(kidneys), curve
-        self.limit_gy, self.last_cycle = float(limit_gy), int(last_cycle)
+        self.limit_gy, self.last_cycle, self.limit_on = float(limit_gy), int(last_cycle), limit_on
 
     def future(self, n: int) -> tuple[int, ...]:
         return tuple(range(self.last_cycle + 1, self.last_cycle + 1 + n))
@@ -177,7 +188,11 @@ class Problem:
             kidneys[k.name] = {"bed_gy": mean, "bed_sd_gy": math.sqrt(var), "bed_ci_low_gy": lo, "bed_ci_high_gy": hi}
         objective, ci = self._objective_ci(eta_terms)
         worst = max(v["bed_gy"] for v in kidneys.values())
-        return Evaluation(schedule, tumours, kidneys, objective, ci, worst, worst <= self.limit_gy)
+        key = "bed_gy" if self.limit_on == "mean" else "bed_ci_high_gy"
+        limited = max(v[key] for v in kidneys.values())
+        # stopping now is always possible: the limit constrains further cycles only
+        feasible = limited <= self.limit_gy or not schedule.cycles
+        return Evaluation(schedule, tumours, kidneys, objective, ci, worst, limited, feasible)
 
     def _objective_ci(self, terms) -> tuple[float, tuple[float, float]]:
         """Mean TCP and its delta-method 95 % CI on the logit scale."""
@@ -195,14 +210,17 @@ class Problem:
         eta, se = math.log(value / (1 - value)), math.sqrt(var) / (value * (1 - value))
         return value, (float(expit(eta - Z95 * se)), float(expit(eta + Z95 * se)))
 
-    def _onto_limit(self, a: np.ndarray, lo: np.ndarray, hi: np.ndarray, moments, e1s, target: float) -> np.ndarray:
+    def _limited(self, a: np.ndarray, cycles: tuple[int, ...], moments) -> np.ndarray:
+        """Per kidney, the BED statistic held to the limit (mean or upper 95 % bound)."""
+        if self.limit_on == "mean":
+            return self._kidney_means(a, moments)
+        return np.array([lognormal_interval(*kidney_bed(k, cycles, a))[1] for k in self.kidneys])
+
+    def _onto_limit(self, a: np.ndarray, lo: np.ndarray, hi: np.ndarray, slack, moments, e1s,
+                    target: float) -> np.ndarray:
         """Move ``a`` to between ``target`` and 2·``target`` Gy below the limit, one cycle at a time: lower the
         cycles that buy the least TCP per Gy of BED first, raise those that buy the most first."""
         a = a.copy()
-
-        def slack(x: np.ndarray) -> float:
-            return self.limit_gy - float(self._kidney_means(x, moments).max())
-
         worst = int(np.argmax(self._kidney_means(a, moments)))
         ratio = self._objective(a, e1s)[1] / self._kidney_jacobian(a, moments)[worst]
         over = slack(a) < target
@@ -233,12 +251,10 @@ class Problem:
         lo, hi = np.full(n, float(low_gbq)), np.full(n, float(high_gbq))
 
         def slack(a: np.ndarray) -> float:
-            return self.limit_gy - float(self._kidney_means(a, moments).max())
+            return self.limit_gy - float(self._limited(a, cycles, moments).max())
 
         def done(a: np.ndarray, binds: bool) -> Evaluation:
-            e = self.evaluate(Schedule("free", cycles, tuple(float(v) for v in a)))
-            return Evaluation(e.schedule, e.tumours, e.kidneys, e.objective_tcp, e.objective_ci,
-                              e.max_kidney_bed_gy, e.feasible, binds)
+            return replace(self.evaluate(Schedule("free", cycles, tuple(float(v) for v in a))), limit_binds=binds)
 
         if slack(lo) < 0:
             return done(lo, False)
@@ -247,8 +263,9 @@ class Problem:
         target = BED_TOLERANCE_GY / 2   # every returned schedule ends between 0 and this far below the limit
         uniform = lo if slack(lo) <= 1.5 * target else lo + (hi - lo) * brentq(
             lambda s: slack(lo + s * (hi - lo)) - 1.5 * target, 0.0, 1.0, xtol=1e-14)
-        constraint = {"type": "ineq", "fun": lambda a: self.limit_gy - self._kidney_means(a, moments),
-                      "jac": lambda a: -self._kidney_jacobian(a, moments)}
+        constraint = {"type": "ineq", "fun": lambda a: self.limit_gy - self._limited(a, cycles, moments)}
+        if self.limit_on == "mean":
+            constraint["jac"] = lambda a: -self._kidney_jacobian(a, moments)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             result = minimize(lambda a: tuple(-v for v in self._objective(a, e1s)), uniform, jac=True,
@@ -256,8 +273,8 @@ class Problem:
                               options={"ftol": 1e-12, "maxiter": 200})
         best = uniform
         if np.all(np.isfinite(result.x)):
-            candidate = self._onto_limit(np.clip(result.x, lo, hi), lo, hi, moments, e1s, target)
+            candidate = self._onto_limit(np.clip(result.x, lo, hi), lo, hi, slack, moments, e1s, target)
             if self._objective(candidate, e1s)[0] >= self._objective(uniform, e1s)[0]:
                 best = candidate
-        best = self._onto_limit(best, lo, hi, moments, e1s, target)
+        best = self._onto_limit(best, lo, hi, slack, moments, e1s, target)
         return done(best, True)

@@ -88,6 +88,13 @@ def test_plan_from_a_dosimetry_folder(tmp_path, capsys):
     best40 = again["schedules"][again["recommended"]["fixed"]]
     assert best40["max_kidney_bed_gy"] <= 40.0
     assert best40["n_further_cycles"] > plan["schedules"][plan["recommended"]["fixed"]]["n_further_cycles"]
+    # holding the upper 95 % bound to the limit is more cautious than holding the mean
+    assert main(["-q", "plan", "--dosimetry", str(dosimetry), "--out", str(out), "--kidney-limit-on", "upper95"]) == 0
+    safe = json.loads((out / "plan" / "plan.json").read_text())
+    best_safe = safe["schedules"][safe["recommended"]["overall"]]
+    assert max(k["bed_ci_high_gy"] for k in best_safe["kidneys"].values()) <= 27.0
+    assert best_safe["max_kidney_bed_gy"] < best["max_kidney_bed_gy"]
+    assert "upper 95 % bound of the cumulative BED" in " ".join(safe["assumptions"])
 
 
 def test_plan_without_kidney_dosimetry_is_a_clear_error(tmp_path, capsys):
