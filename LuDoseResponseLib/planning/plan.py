@@ -39,7 +39,7 @@ from LuDoseResponseLib.planning.prediction import (
     fit_dose_per_gbq,
 )
 from LuDoseResponseLib.planning.schedules import LIMIT_STATISTICS, Evaluation, KidneyTerm, Problem, TumourTerm
-from LuDoseResponseLib.planning.tcp_curve import TcpCurve, paper_tcp_curve, tcp_curve_from_analysis
+from LuDoseResponseLib.planning.tcp_curve import PAPER_CITATION, TcpCurve, paper_tcp_curve, tcp_curve_from_analysis
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,8 @@ class Plan:
                 "tumours": e.tumours, "kidneys": e.kidneys}
 
     def to_dict(self) -> dict:
+        last = max(self.cycles_received)
+        future = list(range(last + 1, max(last, self.settings.max_total_cycles) + 1))
         return {
             "schema": SCHEMA, "notice": RESEARCH_NOTICE,
             "software": {"name": "LuDoseResponse", "version": __version__},
@@ -156,8 +158,9 @@ class Plan:
                 "kidneys": {k.name: {"bed_gy": k.received_bed_gy, "bed_sd_gy": math.sqrt(k.received_var)}
                             for k in self.kidney_terms}},
             "predictions": {
-                "tumours": {t.name: t.fit.to_dict() for t in self.tumour_terms},
-                "kidneys": {k.name: {**k.fit.to_dict(), "g_factor": k.g_factor} for k in self.kidney_terms}},
+                "tumours": {t.name: {**t.fit.to_dict(), "future": t.fit.predicted(future)} for t in self.tumour_terms},
+                "kidneys": {k.name: {**k.fit.to_dict(), "g_factor": k.g_factor, "future": k.fit.predicted(future)}
+                            for k in self.kidney_terms}},
             "schedules": [self._schedule_dict(i, e) for i, e in enumerate(self.evaluations)],
             "recommended": self.recommended,
             "warnings": list(self.warnings),
@@ -214,7 +217,14 @@ def _assumptions(settings: PlanSettings, grade: str, curve: TcpCurve, tumour_mod
         "the plan maximises the mean TCP over the patient's tumours (the expected fraction controlled); tumours "
         "are independent; no toxicity other than the kidney BED limit (e.g. bone marrow) is considered",
         "intervals are 95 %: log-normal with the predicted mean and variance for doses and BED, logit scale for TCP",
-    )
+        f"all tumours have the patient's grade ({grade}); tumours below 4 cm3 are outside the TCP curve's data",
+        f"schedules: n more cycles of {settings.fixed_activity_gbq:g} GBq, or n more cycles with any activity from "
+        f"{settings.min_activity_gbq:g} to {settings.max_activity_gbq:g} GBq (continuous, not rounded to what can be "
+        f"dispensed), at most {settings.max_total_cycles} cycles in all; schedules within {TCP_TIE:g} of the best mean "
+        "TCP count as equal and the one with fewest cycles is recommended",
+    ) + (("the paper's G2 curve: intercept -1.44 (SE 0.78), slope 0.027 per Gy; its SE of the slope and the "
+          "intercept-slope covariance are solved from the paper's 95 % CIs at 76 Gy (odds 0.71-4.85) and 135 Gy "
+          "(TCP 64 %-98 %)",) if curve.source == PAPER_CITATION else ())
 
 
 def _grade(dosimetry: PatientDosimetry, settings: PlanSettings) -> str:

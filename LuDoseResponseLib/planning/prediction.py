@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from LuDoseResponseLib.errors import InputError
+from LuDoseResponseLib.stats.tcp import Z95
 
 MODELS = ("constant", "decreasing")
 #: Roth et al., J Nucl Med 2022;63:399: mean decrease of the tumour absorbed dose per cycle
@@ -97,6 +98,14 @@ class DosePerGbqFit:
     def mean_dose_per_gbq(self, cycle: int) -> float:
         mu, s = self.log_moments([cycle])
         return float(np.exp(mu[0] + s[0, 0] / 2))
+
+    def predicted(self, future_cycles: Sequence[int]) -> list[dict]:
+        """Per future cycle: the mean dose per GBq and its 95 % prediction interval (log-normal, exact)."""
+        mu, cov = self.log_moments(future_cycles)
+        s = np.sqrt(np.diag(cov))
+        return [{"cycle": int(c), "dose_per_gbq_gy": float(np.exp(m + v * v / 2)),
+                 "ci_low_gy": float(np.exp(m - Z95 * v)), "ci_high_gy": float(np.exp(m + Z95 * v))}
+                for c, m, v in zip(future_cycles, mu, s, strict=True)]
 
     def to_dict(self) -> dict:
         sd = np.sqrt(np.diag(self.cov))

@@ -86,19 +86,52 @@ def tumour_dose(term: TumourTerm, cycles: Sequence[int], activities: np.ndarray)
     return term.received_gy + float(ay.sum()), term.received_var + float(ay @ np.expm1(sigma) @ ay)
 
 
+def kidney_power_terms(term: KidneyTerm, cycles: Sequence[int]):
+    """What the kidney BED moments need of the fit for these cycles: E[y], E[y²] and the covariance blocks
+    K_pq(j, l) = E[y_j^p] E[y_l^q] (e^(pq Σ_jl) − 1), which do not depend on the activities."""
+    e1, e2, sigma = _power_moments(term.fit, cycles)
+    e = (e1, e2)
+    return e, {(p, q): np.outer(e[p], e[q]) * np.expm1((p + 1) * (q + 1) * sigma) for p in range(2) for q in range(2)}
+
+
+def _kidney_moments(term: KidneyTerm, terms, a: np.ndarray):
+    """Mean and variance of the cumulative BED, and their gradients with respect to the activities."""
+    (e1, e2), blocks = terms
+    k = term.g_factor / term.alpha_beta_gy
+    c, dc = (a, k * a**2), (np.ones_like(a), 2 * k * a)
+    mean = term.received_bed_gy + float(c[0] @ e1 + c[1] @ e2)
+    dmean = dc[0] * e1 + dc[1] * e2
+    var, dvar = term.received_var, np.zeros_like(a)
+    for (p, q), kpq in blocks.items():
+        kc = kpq @ c[q]
+        var += float(c[p] @ kc)
+        dvar += dc[p] * kc + (c[p] @ kpq) * dc[q]
+    return mean, var, dmean, dvar
+
+
 def kidney_bed(term: KidneyTerm, cycles: Sequence[int], activities: np.ndarray) -> tuple[float, float]:
     """(mean, variance) of the cumulative BED after the schedule."""
     if len(cycles) == 0:
         return term.received_bed_gy, term.received_var
-    e1, e2, sigma = _power_moments(term.fit, cycles)
-    c1, c2 = activities, term.g_factor * activities**2 / term.alpha_beta_gy
-    mean = term.received_bed_gy + float(c1 @ e1 + c2 @ e2)
-    var = term.received_var
-    for (ca, ea, a), (cb, eb, b) in [((c1, e1, 1), (c1, e1, 1)), ((c1, e1, 1), (c2, e2, 2)),
-                                     ((c2, e2, 2), (c1, e1, 1)), ((c2, e2, 2), (c2, e2, 2))]:
-        u, v = ca * ea, cb * eb
-        var += float(u @ np.expm1(a * b * sigma) @ v)
+    a = np.asarray(activities, dtype=float)
+    mean, var, _, _ = _kidney_moments(term, kidney_power_terms(term, cycles), a)
     return mean, var
+
+
+def kidney_bed_upper(term: KidneyTerm, cycles: Sequence[int], activities: np.ndarray,
+                     terms=None) -> tuple[float, np.ndarray]:
+    """The upper 95 % bound of the cumulative BED (:func:`lognormal_interval`) and its gradient
+    (``terms``: :func:`kidney_power_terms` of these cycles, when already computed)."""
+    a = np.asarray(activities, dtype=float)
+    mean, var, dmean, dvar = _kidney_moments(term, terms or kidney_power_terms(term, cycles), a)
+    if var <= 0:
+        return mean, dmean
+    r = var / mean**2
+    s2 = math.log1p(r)
+    ds2 = (dvar / mean**2 - 2 * var * dmean / mean**3) / (1 + r)
+    s = math.sqrt(s2)
+    upper = math.exp(math.log(mean) - s2 / 2 + Z95 * s)
+    return upper, upper * (dmean / mean - ds2 / 2 + Z95 * ds2 / (2 * s))
 
 
 @dataclass(frozen=True)
@@ -210,11 +243,16 @@ class Problem:
         eta, se = math.log(value / (1 - value)), math.sqrt(var) / (value * (1 - value))
         return value, (float(expit(eta - Z95 * se)), float(expit(eta + Z95 * se)))
 
-    def _limited(self, a: np.ndarray, cycles: tuple[int, ...], moments) -> np.ndarray:
+    def _limited(self, a: np.ndarray, moments, terms) -> np.ndarray:
         """Per kidney, the BED statistic held to the limit (mean or upper 95 % bound)."""
         if self.limit_on == "mean":
             return self._kidney_means(a, moments)
-        return np.array([lognormal_interval(*kidney_bed(k, cycles, a))[1] for k in self.kidneys])
+        return np.array([kidney_bed_upper(k, (), a, t)[0] for k, t in zip(self.kidneys, terms, strict=True)])
+
+    def _limited_jacobian(self, a: np.ndarray, moments, terms) -> np.ndarray:
+        if self.limit_on == "mean":
+            return self._kidney_jacobian(a, moments)
+        return np.array([kidney_bed_upper(k, (), a, t)[1] for k, t in zip(self.kidneys, terms, strict=True)])
 
     def _onto_limit(self, a: np.ndarray, lo: np.ndarray, hi: np.ndarray, slack, moments, e1s,
                     target: float) -> np.ndarray:
@@ -247,11 +285,12 @@ class Problem:
         """The best n-cycle schedule with activities in [low, high] under the kidney limit (module docstring)."""
         cycles = self.future(n)
         moments = [_power_moments(k.fit, cycles)[:2] for k in self.kidneys]
+        terms = [kidney_power_terms(k, cycles) for k in self.kidneys] if self.limit_on == "upper95" else None
         e1s = [_power_moments(t.fit, cycles)[0] for t in self.tumours]
         lo, hi = np.full(n, float(low_gbq)), np.full(n, float(high_gbq))
 
         def slack(a: np.ndarray) -> float:
-            return self.limit_gy - float(self._limited(a, cycles, moments).max())
+            return self.limit_gy - float(self._limited(a, moments, terms).max())
 
         def done(a: np.ndarray, binds: bool) -> Evaluation:
             return replace(self.evaluate(Schedule("free", cycles, tuple(float(v) for v in a))), limit_binds=binds)
@@ -263,9 +302,8 @@ class Problem:
         target = BED_TOLERANCE_GY / 2   # every returned schedule ends between 0 and this far below the limit
         uniform = lo if slack(lo) <= 1.5 * target else lo + (hi - lo) * brentq(
             lambda s: slack(lo + s * (hi - lo)) - 1.5 * target, 0.0, 1.0, xtol=1e-14)
-        constraint = {"type": "ineq", "fun": lambda a: self.limit_gy - self._limited(a, cycles, moments)}
-        if self.limit_on == "mean":
-            constraint["jac"] = lambda a: -self._kidney_jacobian(a, moments)
+        constraint = {"type": "ineq", "fun": lambda a: self.limit_gy - self._limited(a, moments, terms),
+                      "jac": lambda a: -self._limited_jacobian(a, moments, terms)}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             result = minimize(lambda a: tuple(-v for v in self._objective(a, e1s)), uniform, jac=True,
