@@ -21,7 +21,7 @@ from LuDoseResponseLib.errors import LuDoseResponseError
 from LuDoseResponseLib.files import user_environment_error
 
 #: subcommand modules under LuDoseResponseLib.commands, in the order shown by --help
-COMMANDS = ("demo", "dosimetry", "cohort", "analyze", "report", "inspect")
+COMMANDS = ("demo", "dosimetry", "plan", "cohort", "analyze", "report", "inspect")
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 3

@@ -1,7 +1,7 @@
 """Layer order of the library (issue 8): no stage imports a later stage.
 
 base (errors, imaging, files, defaults, ...) < physics < io < dosimetry < response < analysis
-< pipeline < commands and cli. stats is a side branch: it imports only base modules. The Slicer
+< planning < pipeline < commands and cli. stats is a side branch: it imports only base modules. The Slicer
 bridge may import any library stage except the command line. Every import counts: top-level,
 inside functions, and ``importlib.import_module("...")`` with a literal name.
 """
@@ -17,7 +17,7 @@ BRIDGE = REPO / "LuDoseResponse" / "LuDoseResponseMRML"
 
 #: stage -> rank; a module may import stages of its own rank or lower
 RANKS = {"base": 0, "physics": 1, "io": 2, "dosimetry": 3, "response": 4, "stats": 4, "analysis": 5,
-         "pipeline": 6, "commands": 7}
+         "planning": 6, "pipeline": 7, "commands": 8}
 #: what stats may import besides itself
 STATS_ALLOWED = {"base"}
 
@@ -111,3 +111,5 @@ def test_checker_finds_upward_imports():
     assert not violations("LuDoseResponseLib.dosimetry.doserate", "from LuDoseResponseLib.physics import kernels\n")
     assert not violations("LuDoseResponseLib.stats.tcp", "from LuDoseResponseLib import defaults\n")
     assert not violations("LuDoseResponseLib.analysis.outputs", "from LuDoseResponseLib.stats import tcp\n")
+    assert not violations("LuDoseResponseLib.planning.plan", "from LuDoseResponseLib.dosimetry import bed\n")
+    assert violations("LuDoseResponseLib.planning.plan", "from LuDoseResponseLib.pipeline import patient\n")
