@@ -86,6 +86,14 @@ def scene_factory(tmp_path):
         holder.close()
 
 
+@pytest.fixture(scope="module")
+def module_scene(tmp_path_factory):
+    """One headless scene shared by a test module (for results that are expensive to make)."""
+    holder = HeadlessScene(tmp_path_factory.mktemp("module_cache"))
+    yield holder.scene
+    holder.close()
+
+
 @pytest.fixture
 def scene(scene_factory):
     """A fresh headless scene set up like the application's."""
