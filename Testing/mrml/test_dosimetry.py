@@ -18,16 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pydicom
 import pytest
 import SimpleITK as sitk
 import slicer
-import vtk
+from phantom_scene import HOURS, FakeDicomDatabase, sceneInputs
 
-from LuDoseResponseLib.cli import main
 from LuDoseResponseLib.errors import InputError
-from LuDoseResponseLib.pipeline.phantom_anatomy import make_patient
-from LuDoseResponseLib.pipeline.phantoms import write_patient
 from LuDoseResponseLib.pipeline.study import Settings
 from LuDoseResponseLib.response.volumetry import read_segmentation
 from LuDoseResponseMRML.dicom import INSTANCE_UIDS_ATTRIBUTE
@@ -40,91 +36,6 @@ from LuDoseResponseMRML.dosimetry import (
 )
 from LuDoseResponseMRML.segments import addSegmentFromMaskImage, segmentNames
 from LuDoseResponseMRML.volumes import volumeNodeFromImage
-
-HOURS = (24.0, 96.0, 168.0)
-
-
-class FakeDicomDatabase:
-    """What the bridge uses of ctkDICOMDatabase: SOP Instance UID -> file."""
-
-    def __init__(self):
-        self.files: dict[str, str] = {}
-
-    def fileForInstance(self, uid: str) -> str:
-        return self.files.get(uid, "")
-
-
-def _phantom(root: Path, patient: str, seed: int):
-    p = make_patient(patient, seed=seed, n_tumours=2, shape_zyx=(24, 32, 32), n_cycles=2, scan_hours=HOURS,
-                     volume_range_ml=(8.0, 40.0))
-    manifest = write_patient(p, root / patient)
-    assert main(["dosimetry", str(manifest), "--out", str(root / f"cli_{patient}")]) == 0
-    return p, manifest, root / f"cli_{patient}"
-
-
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mrml_dosimetry")
-    return {patient: _phantom(root, patient, seed) for patient, seed in (("P07", 5), ("P08", 9))}
-
-
-def _volumesLogic(scene):
-    colorLogic = slicer.vtkMRMLColorLogic()
-    colorLogic.SetMRMLScene(scene)
-    appLogic = slicer.vtkSlicerApplicationLogic()
-    appLogic.SetMRMLScene(scene)
-    appLogic.SetModuleLogic("Colors", colorLogic)
-    logic = slicer.vtkSlicerVolumesLogic()
-    logic.SetMRMLApplicationLogic(appLogic)
-    logic.SetMRMLScene(scene)
-    return logic, (colorLogic, appLogic)
-
-
-def _loadDicom(volumesLogic, database: FakeDicomDatabase, files: list[Path], name: str):
-    """Load a series as Slicer's DICOMScalarVolumePlugin does, with its DICOM.instanceUIDs attribute."""
-    names = vtk.vtkStringArray()
-    for f in files:
-        names.InsertNextValue(str(f))
-    node = volumesLogic.AddArchetypeScalarVolume(str(files[0]), name, 0, names)
-    assert node is not None, f"Slicer's reader could not load {files[0]}"
-    uids = []
-    for f in files:
-        uid = str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)
-        database.files[uid] = str(f)
-        uids.append(uid)
-    node.SetAttribute(INSTANCE_UIDS_ATTRIBUTE, " ".join(uids))
-    return node
-
-
-def _segmentationNode(scene, path: Path, name: str):
-    """A segmentation node with the file's segments drawn in it (one segment per mask, on its grid)."""
-    seg = read_segmentation(path)
-    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-    for segment in seg.names:
-        info = seg.segment(segment)
-        addSegmentFromMaskImage(node, sitk.Cast(seg.image == info.label_value, sitk.sitkUInt8), segment)
-    return node
-
-
-def _sceneInputs(scene, p, manifest: Path):
-    """The phantom's files as nodes, and CycleInputs prefilled from DICOM (as the panel does)."""
-    root = manifest.parent
-    volumesLogic, keep = _volumesLogic(scene)
-    database = FakeDicomDatabase()
-    ct = _loadDicom(volumesLogic, database, sorted((root / "ct").glob("*.dcm")), "CT")
-    cycles = []
-    for k in range(len(p.cycle_dates)):
-        spects = [_loadDicom(volumesLogic, database, [root / f"c{k + 1}" / f"spect_{h:g}h.dcm"], f"SPECT c{k + 1} {h:g}h")
-                  for h in HOURS]
-        seg = _segmentationNode(scene, root / f"c{k + 1}" / "tumours.seg.nrrd", f"tumours c{k + 1}")
-        cycles.append(cycleInputFromNodes(k + 1, spects, seg, ctVolumeNode=ct,
-                                          calibrationCpsPerMbq=p.calibration_cps_per_mbq, dicomDatabase=database))
-    followUps = [FollowUpInput(day, _segmentationNode(scene, root / "fu" / f"ct_{i}.seg.nrrd", f"follow-up {i}"))
-                 for i, day in enumerate(p.followup_dates)]
-    prefilled = [c.activityMBq for c in cycles]
-    for cycle, activity in zip(cycles, p.activities_mbq, strict=True):
-        cycle.activityMBq = round(activity, 1)  # the user types the manifest's value (write_patient rounds it)
-    return cycles, followUps, (keep, prefilled)
 
 
 def _tableFrame(tableNode) -> pd.DataFrame:
@@ -154,7 +65,7 @@ def _assertSameTable(node, csvPath: Path):
 def mrmlRun(phantoms, module_scene):
     """P07 run from a scene (module scope: the scene is shared by the checks)."""
     p, manifest, cli = phantoms["P07"]
-    cycles, followUps, keep = _sceneInputs(module_scene, p, manifest)
+    cycles, followUps, keep = sceneInputs(module_scene, p, manifest)
     nodes = runDosimetry(module_scene, "P07", cycles, followUps, settings=Settings(pvc="none", psf_fwhm_mm=11.0),
                          grade=p.grade)
     yield module_scene, p, cli, cycles, nodes, keep[1]
@@ -331,7 +242,7 @@ def test_cohort_from_the_scene_joins_the_patients(mrmlRun, phantoms, tmp_path):
     the command line's two tumours.csv, stacked."""
     scene = mrmlRun[0]
     p, manifest, _ = phantoms["P08"]
-    cycles, followUps, keep = _sceneInputs(scene, p, manifest)
+    cycles, followUps, keep = sceneInputs(scene, p, manifest)
     runDosimetry(scene, "P08", cycles, followUps, settings=Settings(pvc="none"), grade=p.grade)
     cohort = writeCohortCsvFromScene(scene, tmp_path / "cohort.csv")
     expected = pd.concat([pd.read_csv(phantoms[pt][2] / "tumours.csv") for pt in ("P07", "P08")], ignore_index=True)
