@@ -10,6 +10,7 @@ reader (``vtkSlicerVolumesLogic.AddArchetypeScalarVolume``, GDCM, as the DICOM p
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pydicom
 import SimpleITK as sitk
@@ -102,4 +103,4 @@ def sceneInputs(scene, p, manifest: Path):
     prefilled = [c.activityMBq for c in cycles]
     for cycle, activity in zip(cycles, p.activities_mbq, strict=True):
         cycle.activityMBq = round(activity, 1)  # the user types the manifest's value (write_patient rounds it)
-    return cycles, followUps, (keep, prefilled)
+    return cycles, followUps, SimpleNamespace(logics=keep, prefilled=prefilled, database=database)

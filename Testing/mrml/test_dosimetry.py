@@ -68,7 +68,7 @@ def mrmlRun(phantoms, module_scene):
     cycles, followUps, keep = sceneInputs(module_scene, p, manifest)
     nodes = runDosimetry(module_scene, "P07", cycles, followUps, settings=Settings(pvc="none", psf_fwhm_mm=11.0),
                          grade=p.grade)
-    yield module_scene, p, cli, cycles, nodes, keep[1]
+    yield module_scene, p, cli, cycles, nodes, keep.prefilled
 
 
 def test_dicom_prefill_matches_the_phantom(mrmlRun):
