@@ -14,14 +14,16 @@ activity sit in nested sequences (RadiopharmaceuticalInformationSequence, Rotati
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import slicer
 
 from LuDoseResponseLib.errors import DicomError, InputError
 from LuDoseResponseLib.io.dicom.geometry import series_layout
-from LuDoseResponseLib.io.dicom.metadata import SeriesMetadata, build_metadata
+from LuDoseResponseLib.io.dicom.metadata import SeriesMetadata, build_metadata, value_mapping
 from LuDoseResponseLib.io.dicom.read import dcmread_bounded
+from LuDoseResponseLib.io.dicom.tags import get_float
 
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"
 
@@ -72,15 +74,45 @@ def dicomFilesOfNode(volumeNode, dicomDatabase) -> list[Path]:
     return paths
 
 
+def _headers(volumeNode, files: list[Path]):
+    try:
+        return [dcmread_bounded(f, headers_only=True) for f in files]
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged files: name the node
+        raise DicomError(f"volume '{volumeNode.GetName()}': cannot read the DICOM headers of {files[0].parent} "
+                         f"({type(exc).__name__}: {exc})") from exc
+
+
+def voxelValueProblem(volumeNode, dicomDatabase) -> str | None:
+    """Why the node's voxels are not the series' quantitative values, or None when they are.
+
+    Slicer's DICOM reader applies RescaleSlope/RescaleIntercept; the library maps stored values by the
+    DICOM unit rules (``io.dicom.metadata.value_mapping``), which prefer a real-world value mapping in
+    Bq/mL. When the two mappings differ (e.g. a Hermes SPECT whose Bq/mL are only in
+    RealWorldValueMappingSequence), the voxels in the scene are not what the header's units say.
+    """
+    files = dicomFilesOfNode(volumeNode, dicomDatabase)
+    ds = _headers(volumeNode, files[:1])[0]
+    mapping = value_mapping(ds, str(files[0]))
+    slope = get_float(ds, "RescaleSlope")
+    intercept = get_float(ds, "RescaleIntercept")
+    slope, intercept = (1.0 if slope is None else slope), (0.0 if intercept is None else intercept)
+    if mapping.problem is not None:
+        return mapping.problem
+    if not (math.isclose(mapping.slope, slope, rel_tol=1e-6)
+            and math.isclose(mapping.intercept, intercept, rel_tol=1e-6, abs_tol=1e-9)):
+        return (f"volume '{volumeNode.GetName()}': its {mapping.units or 'values'} come from {mapping.source} "
+                f"(slope {mapping.slope:g}, intercept {mapping.intercept:g}), but Slicer's DICOM reader applied "
+                f"RescaleSlope/RescaleIntercept (slope {slope:g}, intercept {intercept:g}), so the voxels in the "
+                "scene are not those values; convert the series to a Bq/mL NRRD and load that, giving its time "
+                "and units by hand")
+    return None
+
+
 def dicomMetadataForNode(volumeNode, dicomDatabase) -> SeriesMetadata:
     """Acquisition time and duration, administration time and activity, units, identifiers and grid
     of the series a node was loaded from (``LuDoseResponseLib.io.dicom.SeriesMetadata``, with the
     tag each value came from in ``sources`` and the reader's remarks in ``warnings``)."""
     files = dicomFilesOfNode(volumeNode, dicomDatabase)
-    try:
-        headers = [dcmread_bounded(f, headers_only=True) for f in files]
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged files: name the node
-        raise DicomError(f"volume '{volumeNode.GetName()}': cannot read the DICOM headers of {files[0].parent} "
-                         f"({type(exc).__name__}: {exc})") from exc
+    headers = _headers(volumeNode, files)
     layout = series_layout(headers, files)
     return build_metadata(headers, files, layout)

@@ -41,7 +41,7 @@ from LuDoseResponseLib.pipeline.patient import run_patient
 from LuDoseResponseLib.pipeline.study import UNITS, Settings, Study, load_manifest
 from LuDoseResponseLib.pipeline.time_activity import ActivitySample, time_activity_samples
 from LuDoseResponseMRML.cohort import unitOfColumn
-from LuDoseResponseMRML.dicom import dicomMetadataForNode, hasDicomSource
+from LuDoseResponseMRML.dicom import dicomMetadataForNode, hasDicomSource, voxelValueProblem
 from LuDoseResponseMRML.display import showAsDose
 from LuDoseResponseMRML.segments import segmentMaskImage, segmentNames
 from LuDoseResponseMRML.tables import ROLE_ATTRIBUTE, Column, fillTableNode, findNodeByRole, findOrCreateNode
@@ -97,7 +97,7 @@ class FollowUpInput:
 class DosimetryNodes:
     """What a dosimetry run put in the scene (``study``: the validated pipeline Study it ran on)."""
 
-    study: Study
+    study: Study                 # its files were temporary: use the nodes, or run with an output folder
     tumoursTable: object
     cyclesTable: object
     doseVolumes: dict = field(default_factory=dict)            # cycle number -> volume node (Gy)
@@ -112,22 +112,16 @@ class DosimetryNodes:
 # ------------------------------------------------------------------------------ DICOM prefill
 
 
-def _isRealWorldMapped(source: str | None) -> bool:
-    return bool(source) and "RealWorldValueMapping" in source
-
-
 def spectInputFromNode(volumeNode, dicomDatabase=None) -> SpectInput:
     """A SpectInput with the acquisition time, duration and units read from the node's DICOM (each left
     None when the node was not loaded from DICOM or the header lacks it)."""
     spect = SpectInput(volumeNode)
     if dicomDatabase is None or not hasDicomSource(volumeNode):
         return spect
+    problem = voxelValueProblem(volumeNode, dicomDatabase)
+    if problem is not None:
+        raise InputError(problem)
     meta = dicomMetadataForNode(volumeNode, dicomDatabase)
-    if _isRealWorldMapped(meta.sources.get("units")):
-        raise InputError(f"volume '{volumeNode.GetName()}': its Bq/mL come from a real-world value mapping "
-                         f"({meta.sources['units']}), which Slicer's DICOM reader does not apply (it applies "
-                         "RescaleSlope only), so the voxels in the scene are not Bq/mL; convert the series to a "
-                         "Bq/mL NRRD and load that, giving its time and units by hand")
     spect.acquiredAt, spect.durationS = meta.acquired_at, meta.duration_s
     spect.units = meta.units if meta.units in UNITS else None
     return spect
@@ -255,7 +249,7 @@ def writeStudyFolder(folder, patient: str, cycles: Sequence[CycleInput], followU
                      settings: Settings | None = None, grade: str | None = None) -> tuple[Path, dict[str, str]]:
     """Write the inputs as NRRD, .seg.nrrd and ``manifest.toml`` under ``folder``.
 
-    :returns: the manifest path and ``{manifest key: what it is in the scene}`` (for messages).
+    :returns: the manifest path and ``{manifest key or file path: what it is in the scene}`` (for messages).
     """
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
@@ -271,6 +265,7 @@ def writeStudyFolder(folder, patient: str, cycles: Sequence[CycleInput], followU
         if node.GetID() not in written:
             writer(node, root / rel)
             written[node.GetID()] = rel
+            legend[str(root / rel)] = f"'{node.GetName()}'"
         return written[node.GetID()]
 
     lines = [f"patient = {_toml(patient)}"]
@@ -312,12 +307,29 @@ def writeStudyFolder(folder, patient: str, cycles: Sequence[CycleInput], followU
     return manifest, legend
 
 
+def _inSceneTerms(text: str, legend: dict[str, str]) -> str:
+    """``text`` with the temporary files named by their nodes."""
+    for path, label in sorted(((k, v) for k, v in legend.items() if k.startswith(("/", "\\")) or ":" in k[:3]),
+                              key=lambda kv: -len(kv[0])):
+        text = text.replace(path, label)
+    return text
+
+
 def _explained(exc: ManifestError, legend: dict[str, str]) -> InputError:
     """The manifest's error with its keys explained in terms of the scene."""
-    used = [f"{k} = {v}" for k, v in sorted(legend.items(), key=lambda kv: -len(kv[0])) if k in str(exc)]
-    text = str(exc).split(": ", 1)[-1]
-    where = ("\n(" + "; ".join(sorted(used)) + ")") if used else ""
+    text = _inSceneTerms(str(exc).split(": ", 1)[-1], legend)
+    used = [f"{k} = {v}" for k, v in sorted(legend.items()) if k.startswith(("cycles[", "followups[")) and k in text]
+    where = ("\n(" + "; ".join(used) + ")") if used else ""
     return InputError(f"the inputs are not valid: {text}{where}")
+
+
+#: run_patient warnings that only describe the hand-over files (NRRD carries no DICOM header, hence no
+#: acquisition data or frame of reference); the values are the panel's, and the SPECT/CT overlap is still checked
+_HANDOVER_WARNINGS = ("not DICOM, so there is no acquisition time", "have different (or missing) frames of reference")
+
+
+def _userWarnings(warnings: list[str], legend: dict[str, str]) -> tuple[str, ...]:
+    return tuple(_inSceneTerms(w, legend) for w in warnings if not any(h in w for h in _HANDOVER_WARNINGS))
 
 
 # ---------------------------------------------------------------------------------- outputs
@@ -441,6 +453,8 @@ def runDosimetry(scene, patient: str, cycles: Sequence[CycleInput], followUps: S
             files = run_patient(manifest, out, progress=progress)
         except ManifestError as exc:
             raise _explained(exc, legend) from None
+        except InputError as exc:
+            raise type(exc)(_inSceneTerms(str(exc), legend)) from None
         samples = tuple(time_activity_samples(study))
         tumours = _tableFromCsv(scene, out / "tumours.csv", _TUMOURS_ROLE.format(patient=patient),
                                 f"{patient} tumours", patient)
@@ -453,7 +467,7 @@ def runDosimetry(scene, patient: str, cycles: Sequence[CycleInput], followUps: S
     textNode = _textNode(scene, f"Text.patient.{patient}.run", f"{patient} run.json", runText, patient)
     _textNode(scene, f"Text.patient.{patient}.tumours_csv", f"{patient} tumours.csv", tumoursText, patient)
     tacTables, chart = timeActivityNodes(scene, patient, samples, pvc=settings.pvc != "none")
-    warnings = tuple(json.loads(runText).get("warnings", []))
+    warnings = _userWarnings(json.loads(runText).get("warnings", []), legend)
     log.info("dosimetry of %s: %d tumours, %d cycles, %d warnings", patient, tumours.GetNumberOfRows(),
              len(study.cycles), len(warnings))
     return DosimetryNodes(study=study, tumoursTable=tumours, cyclesTable=cyclesTable, doseVolumes=doses,

@@ -89,6 +89,8 @@ def test_tables_equal_the_command_line(mrmlRun):
     _assertSameTable(nodes.tumoursTable, cli / "tumours.csv")
     _assertSameTable(nodes.cyclesTable, cli / "tumour_cycles.csv")
     assert nodes.tumoursTable.GetColumnUnitLabel("dose_gy") == "Gy"
+    # the run's warnings name nodes, not the temporary hand-over files, and say nothing about those files
+    assert nodes.warnings and not any("LuDoseResponse_" in w or "not DICOM" in w for w in nodes.warnings)
 
 
 def test_dose_maps_equal_the_command_line(mrmlRun):
