@@ -180,51 +180,37 @@ def _toml(value) -> str:
     return json.dumps(str(value))  # a TOML basic string: JSON escapes are valid TOML escapes
 
 
-def _layers(masks: list[np.ndarray]) -> list[int]:
-    """A layer per mask such that masks in one layer do not overlap (greedy, first fit)."""
-    layers: list[np.ndarray] = []
-    out = []
-    for m in masks:
-        for i, used in enumerate(layers):
-            if not np.any(used & m):
-                used |= m
-                out.append(i)
-                break
-        else:
-            layers.append(m.copy())
-            out.append(len(layers) - 1)
-    return out
-
-
 def writeSegmentationFile(segmentationNode, path: Path) -> Path:
     """Write the segmentation as a Slicer-style ``.seg.nrrd`` on its own grid, exporting one segment at a
-    time; overlapping segments are put on separate layers so that every segment keeps its voxels."""
+    time. A segment goes to the first layer where it overlaps no earlier segment (else to a new layer),
+    so overlapping segments keep every voxel; only the layers are held in memory."""
     names = segmentNames(segmentationNode)
     if not names:
         raise InputError(f"segmentation '{segmentationNode.GetName()}' has no segments; draw the tumours first")
     reference = None
-    masks = []
+    layers: list[np.ndarray] = []       # label arrays [k, j, i]
+    placed: list[tuple[int, int]] = []  # (layer, label value) per segment
     for name in names:
         image = segmentMaskImage(segmentationNode, name)
         if reference is None:
             reference = image
-        masks.append(sitk.GetArrayFromImage(image) > 0)
-    layerOf = _layers(masks)
-    n_layers = max(layerOf) + 1
-    labelOf = []
-    arrays = [np.zeros(masks[0].shape, dtype=np.uint8) for _ in range(n_layers)]
-    counts = [0] * n_layers
-    for m, layer in zip(masks, layerOf, strict=True):
-        counts[layer] += 1
-        arrays[layer][m] = counts[layer]
-        labelOf.append(counts[layer])
+        mask = sitk.GetArrayViewFromImage(image) > 0
+        layer = next((i for i, labels in enumerate(layers) if not np.any(labels[mask])), None)
+        if layer is None:
+            layers.append(np.zeros(mask.shape, dtype=np.uint8))
+            layer = len(layers) - 1
+        label = 1 + sum(1 for other, _ in placed if other == layer)
+        if label > 255:
+            raise InputError(f"segmentation '{segmentationNode.GetName()}' has more than 255 segments in one layer")
+        layers[layer][mask] = label
+        placed.append((layer, label))
     images = []
-    for a in arrays:
-        img = sitk.GetImageFromArray(a)
+    for labels in layers:
+        img = sitk.GetImageFromArray(labels)
         img.CopyInformation(reference)
         images.append(img)
-    out = images[0] if n_layers == 1 else sitk.Compose(images)
-    for i, (name, layer, label) in enumerate(zip(names, layerOf, labelOf, strict=True)):
+    out = images[0] if len(images) == 1 else sitk.Compose(images)
+    for i, (name, (layer, label)) in enumerate(zip(names, placed, strict=True)):
         out.SetMetaData(f"Segment{i}_Name", name)
         out.SetMetaData(f"Segment{i}_Layer", str(layer))
         out.SetMetaData(f"Segment{i}_LabelValue", str(label))
