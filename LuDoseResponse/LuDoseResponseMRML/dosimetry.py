@@ -210,7 +210,10 @@ def writeSegmentationFile(segmentationNode, path: Path) -> Path:
         img.CopyInformation(reference)
         images.append(img)
     out = images[0] if len(images) == 1 else sitk.Compose(images)
+    extent = " ".join(f"0 {n - 1}" for n in reference.GetSize())
     for i, (name, (layer, label)) in enumerate(zip(names, placed, strict=True)):
+        out.SetMetaData(f"Segment{i}_ID", f"Segment_{i + 1}")   # without an ID Slicer's reader drops the name
+        out.SetMetaData(f"Segment{i}_Extent", extent)
         out.SetMetaData(f"Segment{i}_Name", name)
         out.SetMetaData(f"Segment{i}_Layer", str(layer))
         out.SetMetaData(f"Segment{i}_LabelValue", str(label))

@@ -212,6 +212,18 @@ def test_overlapping_segments_keep_their_voxels(scene, tmp_path):
         np.testing.assert_array_equal(sitk.GetArrayFromImage(layer) == info.label_value, mask, err_msg=name)
         np.testing.assert_allclose(layer.GetOrigin(), reference.GetOrigin(), atol=1e-9)
         np.testing.assert_allclose(layer.GetDirection(), reference.GetDirection(), atol=1e-12)
+    # Slicer's own reader opens the file with the names and the voxels of every segment
+    reread = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "reread")
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.ReadData(reread)
+    assert segmentNames(reread) == ["A", "B", "C"]
+    grid = volumeNodeFromImage(scene, reference, "grid")
+    for name, mask in truth.items():
+        from LuDoseResponseMRML.segments import segmentMaskImage
+
+        exported = segmentMaskImage(reread, name, grid)
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(exported) > 0, mask, err_msg=name)
 
 
 def test_nodes_without_dicom_are_left_to_the_user(scene):
