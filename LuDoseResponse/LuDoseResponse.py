@@ -608,12 +608,12 @@ class LuDoseResponseLogic(ScriptedLoadableModuleLogic):
     def cycleParametersFromDicom(self, cycle):
         """The panel's cycle with every SPECT's time, duration, units and the administration re-read
         from DICOM (values DICOM does not give are kept)."""
-        nodes = [s.volume for s in cycle.spects if s.volume is not None]
-        read = self.cycleFromNodes(1, nodes, cycle.segmentation)
+        kept = [s for s in cycle.spects if s.volume is not None]
+        read = self.cycleFromNodes(1, [s.volume for s in kept], cycle.segmentation)
         cycle.spects = [LuDoseResponseSpect(volume=s.volumeNode,
                                             acquiredAt=s.acquiredAt.isoformat() if s.acquiredAt else old.acquiredAt,
                                             durationS=s.durationS or old.durationS, units=s.units or old.units)
-                        for s, old in zip(read.spect, cycle.spects, strict=True)]
+                        for s, old in zip(read.spect, kept, strict=True)]
         if read.administeredAt is not None:
             cycle.administeredAt = read.administeredAt.isoformat()
         if read.activityMBq is not None:
