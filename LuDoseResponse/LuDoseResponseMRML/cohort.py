@@ -67,7 +67,8 @@ def analysisSettings(**settings) -> AnalysisSettings:
     return AnalysisSettings(**settings)
 
 
-def _unitOf(column: str) -> str:
+def unitOfColumn(column: str) -> str:
+    """The unit label of a cohort or tumours.csv column, from its name suffix ('' when none)."""
     for suffix, unit in _UNIT_SUFFIXES.items():
         if column.endswith(suffix):
             return unit
@@ -87,7 +88,7 @@ def showCohortAnalysis(scene, analysis: Mapping, cohort: Cohort | None = None) -
         table = cohort_output_table(cohort)
         mapping = {str(c): table[c].tolist() for c in table.columns}
         tables["tumours"] = tableNodeFromColumns(
-            scene, TUMOURS_TABLE_NAME, columnsFromMapping(mapping, {c: _unitOf(c) for c in mapping}),
+            scene, TUMOURS_TABLE_NAME, columnsFromMapping(mapping, {c: unitOfColumn(c) for c in mapping}),
             role=TUMOURS_TABLE_ROLE)
         observed = cohort.included
     charts = {"tcp": tcpChartNode(scene, analysis, observed),

@@ -86,6 +86,23 @@ def scene_factory(tmp_path):
         holder.close()
 
 
+@pytest.fixture(scope="session")
+def phantoms(tmp_path_factory):
+    """Two tiny phantoms (P07, P08) written and run through the command line: {id: (spec, manifest, out)}."""
+    from phantom_scene import writeAndRunPhantom
+
+    root = tmp_path_factory.mktemp("mrml_phantoms")
+    return {patient: writeAndRunPhantom(root, patient, seed) for patient, seed in (("P07", 5), ("P08", 9))}
+
+
+@pytest.fixture(scope="module")
+def module_scene(tmp_path_factory):
+    """One headless scene shared by a test module (for results that are expensive to make)."""
+    holder = HeadlessScene(tmp_path_factory.mktemp("module_cache"))
+    yield holder.scene
+    holder.close()
+
+
 @pytest.fixture
 def scene(scene_factory):
     """A fresh headless scene set up like the application's."""

@@ -152,3 +152,39 @@ def test_bad_inputs_are_named(scene):
     node.SetAndObserveTransformNodeID(transform.GetID())
     with pytest.raises(GeometryError, match="harden"):
         imageFromVolumeNode(node)
+
+
+def _reflectedOblique() -> tuple[float, ...]:
+    rotation = np.array(sitk.VersorTransform((0.2, 0.9, -0.4), 1.1).GetMatrix()).reshape(3, 3)
+    return tuple((rotation @ np.diag([1.0, 1.0, -1.0])).ravel())
+
+
+@pytest.mark.parametrize("direction", [
+    (1, 0, 0, 0, 1, 0, 0, 0, -1),          # slices stacked towards the feet (negative slice spacing in DICOM)
+    (-1, 0, 0, 0, 1, 0, 0, 0, 1),          # left-right flipped
+    (0, 0, 1, 1, 0, 0, 0, -1, 0),          # sagittal, head-first rows reversed
+    _reflectedOblique(),                   # oblique and left-handed (determinant -1)
+], ids=["feet-first", "lr-flip", "sagittal", "oblique-reflected"])
+def test_flipped_and_reflected_geometry(scene, direction):
+    """Every voxel centre lands where numpy says: RAS = diag(-1,-1,1) (origin + D diag(spacing) ijk), computed
+    here from the numbers alone; the round trip keeps the direction's sign (no silent re-orientation)."""
+    rng = np.random.default_rng(7)
+    array = rng.normal(size=(4, 5, 6)).astype(np.float32)
+    image = sitk.GetImageFromArray(array)
+    spacing = np.array([0.8, 1.7, 3.1])
+    origin = np.array([12.5, -40.25, 77.0])
+    image.SetSpacing(tuple(spacing))
+    image.SetOrigin(tuple(origin))
+    image.SetDirection(tuple(float(v) for v in direction))
+    node = volumeNodeFromImage(scene, image, "flipped")
+    d = np.array(direction, dtype=float).reshape(3, 3)
+    ijk_to_ras = _ijkToRas(node)
+    for index in _sampleIndices(image.GetSize()):
+        lps = origin + d @ (spacing * np.array(index))
+        np.testing.assert_allclose((ijk_to_ras @ np.array([*index, 1.0]))[:3], FLIP * lps, atol=1e-9)
+    assert np.linalg.det(ijk_to_ras[:3, :3]) * np.linalg.det(d) > 0  # flipping LPS->RAS twice keeps the handedness
+    back = imageFromVolumeNode(node)
+    np.testing.assert_allclose(back.GetDirection(), direction, atol=1e-12)
+    np.testing.assert_allclose(back.GetOrigin(), origin, atol=1e-9)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), array)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(node), array)

@@ -8,6 +8,9 @@ ast and xml.etree; no Slicer needed).
 - nothing installs packages at import time;
 - LuDoseResponse/ holds no top-level .py besides LuDoseResponse.py (Slicer would load it as a
   module);
+- requirements.txt is the one list of extra packages (none of its lines is repeated in the code);
+- the widget calls only logic methods that exist, and reads or writes only parameter-node fields
+  that exist (the widget cannot be run here, so its glue is checked by name);
 - the .ui file is valid XML with a qMRMLWidget root, declares its custom widgets, connects the
   scene to its MRML combo boxes, binds only parameters that exist, and has every widget the
   code uses as ``self.ui.<name>``.
@@ -158,7 +161,9 @@ def test_ui_file_structure():
     assert top.get("class") == "qMRMLWidget" and top.get("name") == "LuDoseResponse"
     widgets = {w.get("name"): w.get("class") for w in root.iter("widget")}
     sections = [n for n, c in widgets.items() if c == "ctkCollapsibleButton"]
-    assert "cohortCollapsibleButton" in sections and "resultsCollapsibleButton" in sections
+    for section in ("inputsCollapsibleButton", "dosimetryCollapsibleButton", "responseCollapsibleButton",
+                    "cohortCollapsibleButton", "resultsCollapsibleButton"):
+        assert section in sections, f"the panel lacks the section {section}"
 
     declared = {c.findtext("class") for c in root.iter("customwidget")}
     custom = {c for c in widgets.values() if not c.startswith("Q")}
@@ -198,3 +203,40 @@ def test_every_ui_widget_used_in_code_exists():
     assert used, "LuDoseResponse.py uses no self.ui widget"
     missing = {n: line for n, line in used.items() if n not in names}
     assert not missing, f"LuDoseResponse.py uses widgets missing from {UI_FILE.name}: {missing}"
+
+
+REQUIREMENTS_FILE = MODULE / "Resources" / "requirements.txt"
+
+
+def test_requirements_file_is_the_one_list():
+    lines = [line.split("#", 1)[0].strip() for line in REQUIREMENTS_FILE.read_text(encoding="utf-8").splitlines()]
+    requirements = [line for line in lines if line]
+    assert requirements, "requirements.txt lists nothing, but the cohort and the patient tables need pandas"
+    for path in [MODULE_FILE, *pythonFiles(BRIDGE)]:
+        literals = {n.value for n in ast.walk(parse(path)) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+        repeated = [r for r in requirements if r in literals]
+        assert not repeated, f"{path.relative_to(REPO)} repeats {repeated}; read them from {REQUIREMENTS_FILE.name}"
+
+
+def _classMembers(tree: ast.Module, name: str) -> set[str]:
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            return {n.name for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))} | {
+                n.target.id for n in node.body if isinstance(n, ast.AnnAssign)}
+    raise AssertionError(f"{name} not found in {MODULE_FILE.name}")
+
+
+def test_widget_uses_existing_logic_methods_and_parameters():
+    tree = parse(MODULE_FILE)
+    logicMethods = _classMembers(tree, "LuDoseResponseLogic") | {"getParameterNode"}
+    fields = _parameterNodeFields() | {"connectGui", "disconnectGui"}
+    problems = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        owner = dottedName(node.value)
+        if owner == "self.logic" and node.attr not in logicMethods:
+            problems.append(f"line {node.lineno}: self.logic.{node.attr} is not a LuDoseResponseLogic method")
+        if owner in ("self._parameterNode", "parameterNode", "parameters") and node.attr not in fields:
+            problems.append(f"line {node.lineno}: {owner}.{node.attr} is not a LuDoseResponseParameterNode field")
+    assert not problems, "; ".join(problems)

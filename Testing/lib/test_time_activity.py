@@ -1,0 +1,66 @@
+"""``pipeline.time_activity``: the tumours' VOI activities the pipeline integrates, for plotting.
+
+References: the phantom's SPECT files read with SimpleITK and summed over its own tumour masks (Bq/mL x
+voxel mL), and, with PVC "rc", the closed-form recovery coefficient of a Gaussian-blurred sphere of the
+mask's volume (``phantom_anatomy.rc_mean_sphere``, physics reference §4).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from LuDoseResponseLib.pipeline.phantom_anatomy import make_patient, rc_mean_sphere
+from LuDoseResponseLib.pipeline.phantoms import write_patient
+from LuDoseResponseLib.pipeline.study import load_manifest
+from LuDoseResponseLib.pipeline.time_activity import time_activity_samples
+
+HOURS = (24.0, 96.0, 168.0)
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    p = make_patient("P21", seed=4, n_tumours=2, shape_zyx=(24, 32, 32), n_cycles=1, scan_hours=HOURS,
+                     volume_range_ml=(8.0, 40.0))
+    return p, write_patient(p, tmp_path_factory.mktemp("tac"), spect_format="nrrd")
+
+
+def _masks(manifest):
+    labels = sitk.ReadImage(str(manifest.parent / "c1" / "tumours.seg.nrrd"))
+    array = sitk.GetArrayFromImage(labels)
+    names = {labels.GetMetaData(f"Segment{i}_Name"): int(labels.GetMetaData(f"Segment{i}_LabelValue"))
+             for i in range(2)}
+    return {name: array == value for name, value in names.items()}, float(np.prod(labels.GetSpacing())) / 1000
+
+
+def test_samples_are_voi_sums_of_the_images(phantom):
+    p, manifest = phantom
+    samples = time_activity_samples(load_manifest(manifest))
+    masks, voxel_ml = _masks(manifest)
+    assert len(samples) == len(HOURS) * len(masks)
+    for s in samples:
+        name = s.tumor.split(".", 1)[1]
+        path = manifest.parent / "c1" / f"spect_{s.hours_since_administration:g}h.nrrd"
+        image = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        expected = float(image[masks[name]].sum()) * voxel_ml * 1e-6
+        assert s.activity_mbq == pytest.approx(expected, rel=1e-6)
+        assert s.activity_pvc_mbq == s.activity_mbq          # the phantom's manifest says pvc = "none"
+        assert s.tumor.startswith("P21.") and s.cycle == 1
+
+
+def test_rc_correction_is_the_sphere_recovery_coefficient(phantom, tmp_path):
+    p, manifest = phantom
+    text = manifest.read_text().replace('pvc = "none"', 'pvc = "rc"')
+    rc_manifest = manifest.parent / "manifest_rc.toml"
+    rc_manifest.write_text(text)
+    masks, voxel_ml = _masks(manifest)
+    samples = time_activity_samples(load_manifest(rc_manifest))
+    assert all(s.activity_pvc_mbq > 1.1 * s.activity_mbq for s in samples)   # the correction is not trivial
+    for s in samples:
+        volume_ml = masks[s.tumor.split(".", 1)[1]].sum() * voxel_ml
+        radius_mm = (3 * volume_ml * 1000 / (4 * math.pi)) ** (1 / 3)
+        assert s.activity_mbq / s.activity_pvc_mbq == pytest.approx(rc_mean_sphere(radius_mm, p.psf_fwhm_mm),
+                                                                    rel=2e-3)
