@@ -80,7 +80,7 @@ def run_on_dask(tasks: list[PatientTask], scheduler: str, on_result: Callable[[P
         futures = {client.submit(run_patient_task, t, cache, pure=False,
                                  key=f"ludoseresponse-patient-{t.index:05d}-{run_id}"): t for t in tasks}
         log.info("submitted %d patients to the Dask scheduler at %s", len(tasks), scheduler)
-        for future in as_completed(list(futures)):
+        for future in as_completed(list(futures), loop=client.loop):
             task = futures.pop(future)
             try:
                 result = future.result()
