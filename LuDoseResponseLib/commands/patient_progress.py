@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 from LuDoseResponseLib.cli import EXIT_INTERNAL_ERROR, EXIT_PARTIAL
+from LuDoseResponseLib.cli import _one_line as one_line
 
 
 @contextlib.contextmanager
@@ -32,7 +33,7 @@ def patient_progress(args) -> Iterator:
                                                dynamic_ncols=True))
             counts[result.status] += 1
             if result.error:
-                bar.write(f"skipped {result.task.manifest}: {result.error}", file=sys.stderr)
+                bar.write(f"failed {result.task.manifest}: {one_line(result.error)}", file=sys.stderr)
             bar.set_postfix_str(", ".join(f"{n} {s}" for s, n in sorted(counts.items())), refresh=False)
             bar.update(1)
 
@@ -44,7 +45,7 @@ def cohort_exit_code(command: str, cohort) -> int:
     """0 when every patient is done; EXIT_PARTIAL (one stderr line) when some were skipped and the cohort was
     analysed without them (see failures.json); EXIT_INTERNAL_ERROR when a patient hit a fault of the program."""
     for manifest, error in cohort.failures.items():
-        print(f"skipped {manifest}: {error}", file=sys.stderr)
+        print(f"skipped {manifest}: {one_line(error)}", file=sys.stderr)
     n, total = len(cohort.failures), len(cohort.status)
     if not n:
         return 0

@@ -156,7 +156,8 @@ def cohort_tasks(manifests: list[str | Path], out_dir: Path) -> list[PatientTask
 
 def _log_progress(result: PatientResult, done: int, total: int) -> None:
     if result.status == FAILED:
-        log.error("patient %d/%d %s failed and is skipped: %s", done, total, result.task.manifest, result.error)
+        log.error("patient %d/%d %s failed and is skipped: %s", done, total, result.task.manifest,
+                  "; ".join(line.strip() for line in result.error.splitlines() if line.strip()))
     else:
         log.info("patient %d/%d %s: %s (%.1f s)", done, total, result.task.manifest, result.status, result.seconds)
 
