@@ -165,11 +165,11 @@ def _log_progress(result: PatientResult, done: int, total: int) -> None:
 def _run_local(tasks: list[PatientTask], jobs: int, on_result: Callable[[PatientResult], None]) -> None:
     from LuDoseResponseLib.physics.kernel_cache import kernel_cache_dir
 
-    cache = str(kernel_cache_dir())
     if jobs <= 1:
         for t in tasks:
-            on_result(run_patient_task(t, cache))
+            on_result(run_patient_task(t))           # this process: its own cache setting, left as it is
         return
+    cache = str(kernel_cache_dir())
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = {pool.submit(run_patient_task, t, cache): t for t in tasks}
         for future in as_completed(futures):
