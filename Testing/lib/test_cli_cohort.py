@@ -20,7 +20,8 @@ SEEDS = (89, 91, 98)        # each patient has a responder and a non-responder, 
 
 
 def _error_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if not line.startswith(("INFO:", "WARNING:", "DEBUG:", "ERROR:"))]
+    """The command's own stderr lines (not log records or Python warnings shown by the test runner)."""
+    return [line for line in err.splitlines() if line.startswith(("skipped ", "ludoseresponse "))]
 
 
 @pytest.fixture(scope="module")
