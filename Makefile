@@ -32,7 +32,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/stats.py
 	$(PY) benchmarks/doserate.py
 	$(PY) benchmarks/pipeline.py
-	$(PY) benchmarks/cohort_scale.py
+	$(PY) benchmarks/cohort_scale.py --full
 
 lint: $(STAMP)
 	$(PY) -m ruff check LuDoseResponseLib LuDoseResponse Testing benchmarks

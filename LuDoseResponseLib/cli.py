@@ -6,7 +6,11 @@ Each subcommand lives in ``LuDoseResponseLib/commands/<name>.py`` and provides
 Exit codes: 0 success; 2 a user mistake — a bad option or argument, bad input, an output folder
 that cannot take the run, or an environment that refuses the writes (no permission, read-only or
 full disk) — with one line on stderr; 3 an internal error (a fault of the program: please report
-it), also one line; 130 interrupted. No traceback reaches the user unless ``--debug`` is given.
+it), also one line; 4 a partial cohort (``cohort``, ``demo --phantoms``): the run completed and its
+outputs were written, but some patients failed and were skipped — each is named on stderr and in
+``failures.json`` and the cohort was analysed without them (3 instead when a patient hit a fault of
+the program; 2 when every patient failed); 130 interrupted. No traceback reaches the user unless
+``--debug`` is given.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ COMMANDS = ("demo", "dosimetry", "plan", "cohort", "analyze", "report", "inspect
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
+#: a cohort run that completed without some of its patients (see the module docstring)
+EXIT_PARTIAL = 4
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):

@@ -2,7 +2,8 @@
 
 ``--phantoms N`` runs the main job on N digital phantom patients (DICOM SPECT/CT, segmentations and a
 manifest each, written under DIR/phantoms): images → doses per patient (DIR/patients) → cohort
-statistics (DIR/analysis). Without it, a synthetic paper-like cohort table is analysed.
+statistics (DIR/analysis), with a progress bar on a terminal; exit 4 when some patients failed and
+were skipped (as `cohort`). Without it, a synthetic paper-like cohort table is analysed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 from pathlib import Path
 
 from LuDoseResponseLib.commands.analyze import add_analysis_options, non_negative, print_run, settings_from_args
+from LuDoseResponseLib.commands.patient_progress import cohort_exit_code, patient_progress
 from LuDoseResponseLib.errors import InputError
 
 #: marks a folder written by the phantom demo, so that running it again there is safe
@@ -56,14 +58,14 @@ def _run_phantoms(args, settings) -> int:
     _check_phantom_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / PHANTOM_DEMO_MARKER, json.dumps({"patients": n, "seed": args.cohort_seed}) + "\n")
-    _, failures, (_, result) = run_phantom_demo(out, n_patients=n, seed=args.cohort_seed,
-                                                jobs=max(1, non_negative(args.jobs, "--jobs")), settings=settings)
+    jobs = max(1, non_negative(args.jobs, "--jobs"))
+    with patient_progress(args) as progress:
+        cohort, (_, result) = run_phantom_demo(out, n_patients=n, seed=args.cohort_seed, jobs=jobs,
+                                               settings=settings, progress=progress)
     print(summary_text(result.to_dict()))
-    for manifest, error in failures.items():
-        print(f"  skipped {manifest}: {error}")
     print(f"  outputs: {out}  (phantoms/, patients/, analysis/)")
     print(f"  report: {out / 'analysis' / REPORT_HTML}")
-    return 0
+    return cohort_exit_code("demo", cohort)
 
 
 def run(args) -> int:

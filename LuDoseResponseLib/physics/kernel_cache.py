@@ -6,10 +6,16 @@ source code of the modules that compute a kernel (:data:`PHYSICS_MODULES`). A ch
 or a changed line of physics code therefore never reuses a kernel computed before; the model
 version strings are kept for readability only. Entries carry a SHA-256 of their arrays and are
 written atomically (:mod:`LuDoseResponseLib.files`); a corrupt or foreign file is recomputed.
+
+Processes that share the cache folder (a process pool, the workers of a cluster) compute each kernel
+once: a missing entry is computed under an exclusive lock file beside it (:mod:`LuDoseResponseLib.locks`,
+released by the operating system if its holder dies), and whoever waited for that lock reads the entry
+its holder wrote instead of computing it again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
@@ -25,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from LuDoseResponseLib.files import atomic_path
+from LuDoseResponseLib.locks import exclusive_lock
 from LuDoseResponseLib.physics.electron_transport import DPK_MODEL_VERSION, RadialEnergyProfile, lu177_electron_dpk
 from LuDoseResponseLib.physics.kernel_compute import (
     _PHOTON_NEAR_FACTOR,
@@ -173,7 +180,17 @@ def cached_electron_dpk(*, use_cache: bool = True) -> RadialEnergyProfile:
     key = _dpk_key()
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = kernel_cache_dir() / f"lu177_electron_dpk_{digest}.npz"
-    if use_cache and path.is_file():
+    if not use_cache:
+        return lu177_electron_dpk(n_histories=DPK_HISTORIES, seed=DPK_SEED)
+    cached = _load_cached_dpk(path, key)
+    if cached is not None:
+        return cached
+    with _computing(path):
+        return _load_cached_dpk(path, key) or _compute_and_store_dpk(path, key)
+
+
+def _load_cached_dpk(path: Path, key: dict) -> RadialEnergyProfile | None:
+    if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
                 edges, energy = np.array(z["edges_cm"]), np.array(z["energy_mev"])
@@ -185,16 +202,34 @@ def cached_electron_dpk(*, use_cache: bool = True) -> RadialEnergyProfile:
         except Exception as exc:    # unreadable: recompute below
             log.warning("electron DPK cache %s is unreadable (%s); recomputing it", path, exc)
         log.warning("electron DPK cache %s does not match or is corrupt; recomputing it", path)
+    return None
+
+
+def _compute_and_store_dpk(path: Path, key: dict) -> RadialEnergyProfile:
     dpk = lu177_electron_dpk(n_histories=DPK_HISTORIES, seed=DPK_SEED)
-    if use_cache:
-        meta = {"key": key, "sha256": _arrays_digest(dpk.edges_cm, dpk.energy_mev),
-                "raw_total_mev": dpk.raw_total_mev, "beyond_mev": dpk.beyond_mev}
-        try:
-            with atomic_path(path, suffix=".npz") as tmp:
-                np.savez(tmp, edges_cm=dpk.edges_cm, energy_mev=dpk.energy_mev, meta=np.array(json.dumps(meta)))
-        except OSError as exc:
-            log.warning("could not write the DPK cache %s (%s)", path, exc)
+    meta = {"key": key, "sha256": _arrays_digest(dpk.edges_cm, dpk.energy_mev),
+            "raw_total_mev": dpk.raw_total_mev, "beyond_mev": dpk.beyond_mev}
+    try:
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez(tmp, edges_cm=dpk.edges_cm, energy_mev=dpk.energy_mev, meta=np.array(json.dumps(meta)))
+    except OSError as exc:
+        log.warning("could not write the DPK cache %s (%s)", path, exc)
     return dpk
+
+
+@contextlib.contextmanager
+def _computing(path: Path):
+    """Hold the lock that makes one process of those sharing the cache compute ``path``'s entry.
+
+    Where no lock file can be made (an unwritable cache folder) the entry is computed without it."""
+    lock = path.with_name(f".{path.name}.lock")
+    with contextlib.ExitStack() as held:
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            held.enter_context(exclusive_lock(lock))
+        except OSError as exc:
+            log.warning("cannot lock the kernel cache %s (%s); computing without the lock", lock, exc)
+        yield
 
 
 def lu177_kernel_parts(voxel_size_mm, *, density_g_per_cm3: float = 1.0, photon_radius_mm: float | None = None,
@@ -216,11 +251,16 @@ def lu177_kernel_parts(voxel_size_mm, *, density_g_per_cm3: float = 1.0, photon_
             log.debug("Lu-177 kernel for %s mm loaded from %s", vox, path)
             _remember((str(path), json.dumps(key, sort_keys=True), _file_signature(path)), cached)
             return cached
-    parts = compute_lu177_kernel_parts(vox, density_g_per_cm3=rho, photon_radius_mm=radius, progress=progress,
-                                       dpk=cached_electron_dpk(use_cache=use_cache))
-    if use_cache:
-        _store(path, key, parts)
-        _remember((str(path), json.dumps(key, sort_keys=True), _file_signature(path)), parts)
+    if not use_cache:
+        return compute_lu177_kernel_parts(vox, density_g_per_cm3=rho, photon_radius_mm=radius, progress=progress,
+                                          dpk=cached_electron_dpk(use_cache=False))
+    with _computing(path):
+        parts = _load_cached(path, key)   # written by the process that held the lock before us
+        if parts is None:
+            parts = compute_lu177_kernel_parts(vox, density_g_per_cm3=rho, photon_radius_mm=radius,
+                                               progress=progress, dpk=cached_electron_dpk())
+            _store(path, key, parts)
+    _remember((str(path), json.dumps(key, sort_keys=True), _file_signature(path)), parts)
     return parts
 
 
