@@ -31,15 +31,15 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
-import numpy as np
 import SimpleITK as sitk
 import slicer
 
 from LuDoseResponseLib.errors import InputError, ManifestError
 from LuDoseResponseLib.files import atomic_path, write_text_atomic
+from LuDoseResponseLib.io.seg_nrrd_write import write_slicer_segmentation
 from LuDoseResponseLib.pipeline.patient import run_patient
 from LuDoseResponseLib.pipeline.study import UNITS, Settings, Study, load_manifest
-from LuDoseResponseLib.pipeline.time_activity import ActivitySample, time_activity_samples
+from LuDoseResponseLib.pipeline.time_activity import ActivitySample, read_activity_samples
 from LuDoseResponseMRML.cohort import unitOfColumn
 from LuDoseResponseMRML.dicom import dicomMetadataForNode, hasDicomSource, voxelValueProblem
 from LuDoseResponseMRML.display import showAsDose
@@ -187,39 +187,8 @@ def writeSegmentationFile(segmentationNode, path: Path) -> Path:
     names = segmentNames(segmentationNode)
     if not names:
         raise InputError(f"segmentation '{segmentationNode.GetName()}' has no segments; draw the tumours first")
-    reference = None
-    layers: list[np.ndarray] = []       # label arrays [k, j, i]
-    placed: list[tuple[int, int]] = []  # (layer, label value) per segment
-    for name in names:
-        image = segmentMaskImage(segmentationNode, name)
-        if reference is None:
-            reference = image
-        mask = sitk.GetArrayViewFromImage(image) > 0
-        layer = next((i for i, labels in enumerate(layers) if not np.any(labels[mask])), None)
-        if layer is None:
-            layers.append(np.zeros(mask.shape, dtype=np.uint8))
-            layer = len(layers) - 1
-        label = 1 + sum(1 for other, _ in placed if other == layer)
-        if label > 255:
-            raise InputError(f"segmentation '{segmentationNode.GetName()}' has more than 255 segments in one layer")
-        layers[layer][mask] = label
-        placed.append((layer, label))
-    images = []
-    for labels in layers:
-        img = sitk.GetImageFromArray(labels)
-        img.CopyInformation(reference)
-        images.append(img)
-    out = images[0] if len(images) == 1 else sitk.Compose(images)
-    extent = " ".join(f"0 {n - 1}" for n in reference.GetSize())
-    for i, (name, (layer, label)) in enumerate(zip(names, placed, strict=True)):
-        out.SetMetaData(f"Segment{i}_ID", f"Segment_{i + 1}")   # without an ID Slicer's reader drops the name
-        out.SetMetaData(f"Segment{i}_Extent", extent)
-        out.SetMetaData(f"Segment{i}_Name", name)
-        out.SetMetaData(f"Segment{i}_Layer", str(layer))
-        out.SetMetaData(f"Segment{i}_LabelValue", str(label))
-    with atomic_path(path) as tmp:
-        sitk.WriteImage(out, str(tmp), useCompression=False)
-    return path
+    return write_slicer_segmentation(((name, segmentMaskImage(segmentationNode, name)) for name in names), path,
+                                     what=f"segmentation '{segmentationNode.GetName()}'", compress=False)
 
 
 def _writeVolume(volumeNode, path: Path) -> Path:
@@ -444,7 +413,7 @@ def runDosimetry(scene, patient: str, cycles: Sequence[CycleInput], followUps: S
             raise _explained(exc, legend) from None
         except InputError as exc:
             raise type(exc)(_inSceneTerms(str(exc), legend)) from None
-        samples = tuple(time_activity_samples(study))
+        samples = tuple(read_activity_samples(out / "time_points.csv"))
         tumours = _tableFromCsv(scene, out / "tumours.csv", _TUMOURS_ROLE.format(patient=patient),
                                 f"{patient} tumours", patient)
         cyclesTable = _tableFromCsv(scene, out / "tumour_cycles.csv", _CYCLES_ROLE.format(patient=patient),

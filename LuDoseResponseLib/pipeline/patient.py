@@ -156,13 +156,15 @@ def _cycle(study: Study, cycle: Cycle, progress: Progress | None, warn: list[str
         if np.any(rate_means < 0):
             raise InputError(f"{what}: the mean dose rate in the VOI is negative; check the dose-rate maps")
         d = time_integral(times, rate_means * pvc, what=what, **_integration_kwargs(study))
-        activity_mbq = voi_mean_values(activities, m, what=what) * pvc * m.sum() * vox_ml * 1e-6
+        measured_mbq = voi_mean_values(activities, m, what=what) * m.sum() * vox_ml * 1e-6
+        activity_mbq = measured_mbq * pvc
         tia = time_integral(times, activity_mbq, what=what, **_integration_kwargs(study))
         mass_g = float(m.sum() * vox_ml * (float(rho[m].mean()) if rho is not None else 1.0))
         warn += list(d.warnings)
         fitted[(cycle.number, name)] = d
         doses.append(TumourCycleDose.from_integral(name, cycle.number, d, tia=tia, mass_g=mass_g))
-        points += time_point_rows(study.patient.id, name, cycle.number, times, activity_mbq, rate_means * pvc, tia, d)
+        points += time_point_rows(study.patient.id, name, cycle.number, times, activity_mbq, measured_mbq,
+                                  rate_means * pvc, tia, d)
         if np.any(pvc != 1.0):
             plain = time_integral(times, rate_means, what=what, **_integration_kwargs(study))
             map_factors[name] = d.value / plain.value if plain.value > 0 else 1.0

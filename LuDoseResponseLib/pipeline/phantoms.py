@@ -33,6 +33,7 @@ from scipy.ndimage import gaussian_filter
 from LuDoseResponseLib.dosimetry.bed import KIDNEY_ALPHA_BETA_GY, KIDNEY_REPAIR_HALF_TIME_H
 from LuDoseResponseLib.errors import InputError
 from LuDoseResponseLib.files import atomic_path, write_text_atomic
+from LuDoseResponseLib.io.seg_nrrd_write import write_slicer_segmentation
 from LuDoseResponseLib.physics.nuclides import LU177_HALF_LIFE_H
 from LuDoseResponseLib.pipeline.phantom_anatomy import (
     KIDNEY_DENSITY_G_PER_ML,
@@ -198,20 +199,15 @@ def write_ct(hu_zyx: np.ndarray, folder: Path, p: PhantomPatient, ids: dict) -> 
 
 
 def write_seg_nrrd(masks: list[np.ndarray], names: list[str], spacing_mm: float, origin_mm, path: Path) -> Path:
-    """A Slicer-style one-layer .seg.nrrd (Segment<N>_Name / _LabelValue / _Layer); later masks win overlaps."""
-    labels = np.zeros(masks[0].shape, dtype=np.uint8)
-    for i, m in enumerate(masks):
-        labels[m] = i + 1
-    img = sitk.GetImageFromArray(labels)
-    img.SetSpacing((spacing_mm,) * 3)
-    img.SetOrigin(tuple(origin_mm))
-    for i, name in enumerate(names):
-        img.SetMetaData(f"Segment{i}_Name", name)
-        img.SetMetaData(f"Segment{i}_LabelValue", str(i + 1))
-        img.SetMetaData(f"Segment{i}_Layer", "0")
-    with atomic_path(path) as tmp:
-        sitk.WriteImage(img, str(tmp), useCompression=True)
-    return path
+    """A Slicer .seg.nrrd of the masks (:func:`io.seg_nrrd_write.write_slicer_segmentation`)."""
+    def image(mask: np.ndarray) -> sitk.Image:
+        img = sitk.GetImageFromArray(mask.astype(np.uint8))
+        img.SetSpacing((spacing_mm,) * 3)
+        img.SetOrigin(tuple(origin_mm))
+        return img
+
+    return write_slicer_segmentation(((n, image(m)) for n, m in zip(names, masks, strict=True)), path,
+                                     what=str(path))
 
 
 def _response(volumes: list[float]) -> tuple[float, int, int]:

@@ -1,25 +1,20 @@
-"""Per-tumour time–activity samples of a study: the VOI activities the patient pipeline integrates.
+"""Per-tumour time–activity samples of a finished run, read back from its ``time_points.csv``.
 
-For every cycle, SPECT time point and tumour: the tumour's activity in MBq, the mean activity
-concentration of the quantified SPECT (counts → Bq/mL, :func:`quantify_spect`) over the tumour's mask
-on the SPECT grid times the mask volume; with PVC (``settings.pvc``) also the corrected activity. The
-quantification, the masks and the PVC factors are those of :func:`patient.run_patient` (its
-``_masks_on_grid`` and ``_pvc_factors``), so the time integral of ``activity_pvc_mbq`` is the
-``tia_mbq_h`` of ``tumour_cycles.csv``. Used to plot time–activity curves; no pixel is written.
+The patient pipeline (:func:`patient.run_patient`) writes every tumour's VOI activity at every SPECT time
+point of its multi-SPECT cycles to ``time_points.csv`` (:mod:`.time_points`): measured, and after the
+partial-volume correction it integrates. This module reads them for plotting (the Slicer module's
+time–activity tables and charts), so nothing is quantified twice.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np
+from LuDoseResponseLib.errors import InputError
 
-from LuDoseResponseLib.dosimetry.integration import voi_mean_values
-from LuDoseResponseLib.dosimetry.quantification import quantify_spect
-from LuDoseResponseLib.imaging import voxel_volume_ml
-from LuDoseResponseLib.pipeline.patient import _masks_on_grid, _pvc_factors
-from LuDoseResponseLib.pipeline.study import Study
-from LuDoseResponseLib.response.tumour_rows import tumour_id
+_COLUMNS = ("tumor", "cycle", "time_h", "activity_mbq", "measured_activity_mbq")
 
 
 @dataclass(frozen=True)
@@ -29,32 +24,25 @@ class ActivitySample:
     tumor: str
     cycle: int
     hours_since_administration: float
-    activity_mbq: float
-    activity_pvc_mbq: float
+    activity_mbq: float          # measured VOI activity
+    activity_pvc_mbq: float      # after partial-volume correction (equal to activity_mbq without PVC)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
 
-def time_activity_samples(study: Study) -> list[ActivitySample]:
-    """Every tumour's VOI activity (measured and partial-volume corrected, MBq) at every SPECT time point."""
-    samples: list[ActivitySample] = []
-    for cycle in study.cycles:
-        activities = []
-        for tp in cycle.spect:
-            q = quantify_spect(tp.load_image(), units=tp.units, calibration_cps_per_mbq=cycle.calibration_cps_per_mbq,
-                               duration_s=tp.duration_s, name=tp.key)
-            activities.append(q.image)
-        if not activities:
-            continue
-        masks = _masks_on_grid(cycle, activities[0])
-        vox_ml = voxel_volume_ml(activities[0])
-        factors = [_pvc_factors(study, a, masks, tp.key, []) for a, tp in zip(activities, cycle.spect, strict=True)]
-        for name, mask in masks.items():
-            what = f"tumour {name!r}, cycle {cycle.number}"
-            measured = voi_mean_values(activities, mask, what=what) * float(mask.sum()) * vox_ml * 1e-6
-            pvc = np.array([f[name] for f in factors])
-            for tp, a, a_pvc in zip(cycle.spect, measured, measured * pvc, strict=True):
-                samples.append(ActivitySample(tumour_id(study.patient.id, name), cycle.number,
-                                              float(tp.hours_since_administration), float(a), float(a_pvc)))
-    return samples
+def read_activity_samples(time_points_csv: str | os.PathLike) -> list[ActivitySample]:
+    """The samples of a run's ``time_points.csv`` (:mod:`.time_points`), in its row order."""
+    import pandas as pd
+
+    path = Path(time_points_csv)
+    if not path.is_file():
+        raise InputError(f"{path} not found: the time-activity samples are written by the patient pipeline; run "
+                         "the dosimetry into this folder first")
+    table = pd.read_csv(path)
+    missing = [c for c in _COLUMNS if c not in table.columns]
+    if missing:
+        raise InputError(f"{path}: column(s) {', '.join(missing)} missing; it was not written by this version of "
+                         "the patient pipeline, so run the dosimetry again")
+    return [ActivitySample(str(r.tumor), int(r.cycle), float(r.time_h), float(r.measured_activity_mbq),
+                           float(r.activity_mbq)) for r in table.itertuples(index=False)]

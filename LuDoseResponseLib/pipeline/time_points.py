@@ -2,7 +2,8 @@
 
 One row per tumour, cycle and SPECT time point: ``tumor`` (the cohort-wide id), ``cycle``,
 ``time_h`` (hours since administration), ``activity_mbq`` (VOI activity, after partial-volume
-correction where chosen) and ``dose_rate_gy_per_h`` (VOI mean dose rate, likewise), then for each of
+correction where chosen), ``measured_activity_mbq`` (the VOI activity before that correction) and
+``dose_rate_gy_per_h`` (VOI mean dose rate, after the correction), then for each of
 the two curves (``activity_*`` and ``dose_rate_*``) the model fitted by the time integration
 (``mono``, ``bi``, ``uptake-washout``; ``trapezoid`` or another method has no parameters) with its
 parameters and their covariance as JSON objects, ``{name: value}`` and ``{"names": [...],
@@ -20,8 +21,9 @@ import numpy as np
 from LuDoseResponseLib.dosimetry.integration import TimeIntegral
 from LuDoseResponseLib.response.tumour_rows import tumour_id
 
-COLUMNS = ("tumor", "cycle", "time_h", "activity_mbq", "dose_rate_gy_per_h", "activity_model", "activity_params",
-           "activity_covariance", "dose_rate_model", "dose_rate_params", "dose_rate_covariance")
+COLUMNS = ("tumor", "cycle", "time_h", "activity_mbq", "measured_activity_mbq", "dose_rate_gy_per_h",
+           "activity_model", "activity_params", "activity_covariance", "dose_rate_model", "dose_rate_params",
+           "dose_rate_covariance")
 
 
 def _fit_cells(prefix: str, fit: TimeIntegral) -> dict:
@@ -33,14 +35,15 @@ def _fit_cells(prefix: str, fit: TimeIntegral) -> dict:
 
 
 def time_point_rows(patient: str, tumour: str, cycle: int, times_h: Sequence[float], activity_mbq: Sequence[float],
-                    dose_rate_gy_per_h: Sequence[float], activity_fit: TimeIntegral,
-                    dose_rate_fit: TimeIntegral) -> list[dict]:
+                    measured_activity_mbq: Sequence[float], dose_rate_gy_per_h: Sequence[float],
+                    activity_fit: TimeIntegral, dose_rate_fit: TimeIntegral) -> list[dict]:
     """The rows of one tumour and cycle (see the module docstring)."""
     cells = {**_fit_cells("activity", activity_fit), **_fit_cells("dose_rate", dose_rate_fit)}
     return [{"tumor": tumour_id(patient, tumour), "cycle": int(cycle), "time_h": float(t), "activity_mbq": float(a),
-             "dose_rate_gy_per_h": float(r), **cells}
-            for t, a, r in zip(np.asarray(times_h, float), np.asarray(activity_mbq, float),
-                               np.asarray(dose_rate_gy_per_h, float), strict=True)]
+             "measured_activity_mbq": float(m), "dose_rate_gy_per_h": float(r), **cells}
+            for t, a, m, r in zip(np.asarray(times_h, float), np.asarray(activity_mbq, float),
+                                  np.asarray(measured_activity_mbq, float), np.asarray(dose_rate_gy_per_h, float),
+                                  strict=True)]
 
 
 def time_points_table(rows: Sequence[dict]):

@@ -1,4 +1,4 @@
-"""``pipeline.time_activity``: the tumours' VOI activities the pipeline integrates, for plotting.
+"""``pipeline.time_activity``: the tumours' VOI activities the pipeline integrates (its time_points.csv).
 
 References: the phantom's SPECT files read with SimpleITK and summed over its own tumour masks (Bq/mL x
 voxel mL), and, with PVC "rc", the closed-form recovery coefficient of a Gaussian-blurred sphere of the
@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from LuDoseResponseLib.errors import InputError
+from LuDoseResponseLib.pipeline.patient import run_patient
 from LuDoseResponseLib.pipeline.phantom_anatomy import make_patient, rc_mean_sphere
 from LuDoseResponseLib.pipeline.phantoms import write_patient
-from LuDoseResponseLib.pipeline.study import load_manifest
-from LuDoseResponseLib.pipeline.time_activity import time_activity_samples
+from LuDoseResponseLib.pipeline.time_activity import read_activity_samples
 
 HOURS = (24.0, 96.0, 168.0)
 
@@ -36,9 +37,14 @@ def _masks(manifest):
     return {name: array == value for name, value in names.items()}, float(np.prod(labels.GetSpacing())) / 1000
 
 
-def test_samples_are_voi_sums_of_the_images(phantom):
+def _samples(manifest, out):
+    run_patient(manifest, out)
+    return read_activity_samples(out / "time_points.csv")
+
+
+def test_samples_are_voi_sums_of_the_images(phantom, tmp_path):
     p, manifest = phantom
-    samples = time_activity_samples(load_manifest(manifest))
+    samples = _samples(manifest, tmp_path / "out")
     masks, voxel_ml = _masks(manifest)
     assert len(samples) == len(HOURS) * len(masks)
     for s in samples:
@@ -57,10 +63,18 @@ def test_rc_correction_is_the_sphere_recovery_coefficient(phantom, tmp_path):
     rc_manifest = manifest.parent / "manifest_rc.toml"
     rc_manifest.write_text(text)
     masks, voxel_ml = _masks(manifest)
-    samples = time_activity_samples(load_manifest(rc_manifest))
+    samples = _samples(rc_manifest, tmp_path / "out")
     assert all(s.activity_pvc_mbq > 1.1 * s.activity_mbq for s in samples)   # the correction is not trivial
     for s in samples:
         volume_ml = masks[s.tumor.split(".", 1)[1]].sum() * voxel_ml
         radius_mm = (3 * volume_ml * 1000 / (4 * math.pi)) ** (1 / 3)
         assert s.activity_mbq / s.activity_pvc_mbq == pytest.approx(rc_mean_sphere(radius_mm, p.psf_fwhm_mm),
                                                                     rel=2e-3)
+
+
+def test_a_folder_without_samples_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="time_points.csv not found"):
+        read_activity_samples(tmp_path / "time_points.csv")
+    (tmp_path / "time_points.csv").write_text("tumor,cycle,time_h,activity_mbq\nP.T1,1,24,3.0\n")
+    with pytest.raises(InputError, match="measured_activity_mbq"):
+        read_activity_samples(tmp_path / "time_points.csv")

@@ -162,7 +162,8 @@ def test_rerun_updates_in_place_and_output_folder(mrmlRun, phantoms, tmp_path):
     assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == volumes
     assert (tmp_path / "out" / "tumours.csv").read_text() == (cli / "tumours.csv").read_text()
     assert sorted(Path(f).name for f in again.outputFiles.values()) == [
-        "dose_cycle1.nrrd", "dose_cycle2.nrrd", "run.json", "tumour_cycles.csv", "tumours.csv"]
+        "dose_cycle1.nrrd", "dose_cycle2.nrrd", "report.html", "run.json", "time_points.csv", "tumour_cycles.csv",
+        "tumours.csv"]
 
 
 def _followUpsOf(scene, p, phantoms):
@@ -265,3 +266,17 @@ def test_cohort_from_the_scene_joins_the_patients(mrmlRun, phantoms, tmp_path):
 
     assert load_cohort_csv(cohort).n_rows == 4
     del keep
+
+
+def test_phantom_segmentations_open_in_slicer_with_their_names(scene, tmp_path):
+    """The phantom writer and the hand-over share one .seg.nrrd writer; Slicer's reader keeps the names."""
+    from LuDoseResponseLib.pipeline.phantoms import write_seg_nrrd
+
+    kk, jj, ii = np.mgrid[:12, :14, :16]
+    masks = [(ii - 4) ** 2 + (jj - 7) ** 2 + (kk - 6) ** 2 <= 9, (ii - 11) ** 2 + (jj - 7) ** 2 + (kk - 6) ** 2 <= 9]
+    path = write_seg_nrrd(masks, ["T1", "Kidney_L"], 4.0, (-30.0, 10.0, 5.0), tmp_path / "p.seg.nrrd")
+    reread = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "phantom")
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.ReadData(reread)
+    assert segmentNames(reread) == ["T1", "Kidney_L"]
