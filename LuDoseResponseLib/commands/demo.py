@@ -30,8 +30,9 @@ def register(sub) -> None:
                                    "be new, empty or the folder of an earlier demo of the same kind.")
     p.add_argument("--out", default="demo_output", metavar="DIR", help="output folder (default demo_output)")
     p.add_argument("--cohort-seed", type=int, default=13, help="seed of the synthetic data, >= 0 (default 13)")
-    p.add_argument("--phantoms", type=int, default=0, metavar="N",
-                   help="run the imaging chain on N phantom patients (default 0: the cohort table only)")
+    p.add_argument("--phantoms", "--patients", dest="phantoms", type=int, default=0, metavar="N",
+                   help="run the imaging chain on N phantom patients (default 0: the cohort table only); "
+                        "--patients is the same option")
     p.add_argument("--jobs", type=int, default=1, help="patients in parallel with --phantoms (default 1)")
     add_analysis_options(p)
     p.set_defaults(func=run)

@@ -28,7 +28,7 @@ def test_phantom_demo_runs_the_chain_and_reruns(tmp_path, capsys):
 
 def test_phantom_demo_refuses_a_foreign_folder(tmp_path, capsys):
     (tmp_path / "mine.txt").write_text("keep me")
-    assert main(["-q", "demo", "--out", str(tmp_path), "--phantoms", "2"]) == 2
+    assert main(["-q", "demo", "--out", str(tmp_path), "--patients", "2"]) == 2   # --patients = --phantoms
     assert (tmp_path / "mine.txt").read_text() == "keep me"
     assert "not written by the phantom demo" in capsys.readouterr().err
 
