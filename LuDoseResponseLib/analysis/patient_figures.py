@@ -70,6 +70,11 @@ def tumour_colours(tumours) -> dict:
     return dict(zip(names, distinct_colours(len(names)), strict=True))
 
 
+def _json_cell(value):
+    """A JSON cell of time_points.csv; pandas reads the JSON ``null`` (no covariance) as NaN."""
+    return None if not isinstance(value, str) else json.loads(value)
+
+
 def curves_figure(points, cycle: int) -> bytes:
     """Time–activity and dose-rate curves of every tumour in ``cycle`` (rows of ``time_points.csv``)."""
     plt = _pyplot()
@@ -84,8 +89,8 @@ def curves_figure(points, cycle: int) -> bytes:
             ax.plot(rows["time_h"], rows[column], "o", color=colour, mec="k", mew=0.4, ms=6, zorder=3,
                     label=str(tumour))
             first = rows.iloc[0]
-            fit = fitted_curve(str(first[f"{prefix}_model"]), json.loads(first[f"{prefix}_params"]),
-                               json.loads(first[f"{prefix}_covariance"]), t)
+            fit = fitted_curve(str(first[f"{prefix}_model"]), _json_cell(first[f"{prefix}_params"]),
+                               _json_cell(first[f"{prefix}_covariance"]), t)
             if fit is None:
                 ax.plot(rows["time_h"], rows[column], "-", color=colour, lw=1.2)
                 continue

@@ -106,3 +106,18 @@ def test_pages_render_in_headless_chromium(patient_out, tmp_path):
     dark = (grey < 128).mean()
     assert 0.005 < dark < 0.5              # text and figures drawn, not blank and not black
     assert len(paths) >= 3
+
+
+def test_a_fit_without_covariance_is_drawn_without_a_band(tmp_path):
+    """A fit with no covariance is written as JSON null, which pandas reads back as NaN: the page still draws."""
+    from LuDoseResponseLib.analysis.patient_figures import curves_figure
+
+    rows = [{"tumor": "P.T1", "cycle": 1, "time_h": t, "activity_mbq": 10 * np.exp(-0.01 * t),
+             "measured_activity_mbq": 8 * np.exp(-0.01 * t), "dose_rate_gy_per_h": 0.1 * np.exp(-0.01 * t),
+             "activity_model": "mono", "activity_params": json.dumps({"amplitude": 10.0, "lambda_per_h": 0.01}),
+             "activity_covariance": json.dumps(None), "dose_rate_model": "trapezoid",
+             "dose_rate_params": json.dumps({}), "dose_rate_covariance": json.dumps(None)} for t in HOURS]
+    pd.DataFrame(rows, columns=list(COLUMNS)).to_csv(tmp_path / "time_points.csv", index=False)
+    points = pd.read_csv(tmp_path / "time_points.csv")
+    assert points["activity_covariance"].isna().all()          # what pandas makes of JSON null
+    assert curves_figure(points, 1)[:8] == b"\x89PNG\r\n\x1a\n"
