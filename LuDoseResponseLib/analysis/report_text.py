@@ -16,6 +16,11 @@ ANSWER_GRADES = ("G2", "G1")
 SIG = 3  # significant digits of the doses in the answer
 
 
+def _p_relation(text: str) -> str:
+    """``= 0.011`` or ``< 0.001``: a p-value as it reads after "p"."""
+    return text if text.startswith("<") else f"= {text}"
+
+
 def _get(block, *keys):
     for k in keys:
         if not isinstance(block, dict) or k not in block:
@@ -66,7 +71,7 @@ def _group_sentence(a: dict, g: str) -> str | None:
     if "error" in b:
         return f"Responder and non-responder doses not compared: {b['error']}."
     return (f"Responders (R) received a mean of {gy(b.get('mean_responder'), SIG)} Gy, non-responders (NR) "
-            f"{gy(b.get('mean_nonresponder'), SIG)} Gy (p = {pvalue(b.get('p_value'))}, Kenward–Roger).")
+            f"{gy(b.get('mean_nonresponder'), SIG)} Gy (p {_p_relation(pvalue(b.get('p_value')))}, Kenward–Roger).")
 
 
 def _plateau_sentence(a: dict, g: str) -> str | None:
