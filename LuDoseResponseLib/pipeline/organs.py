@@ -47,7 +47,7 @@ from LuDoseResponseLib.dosimetry.integration import TimeIntegral, time_integral,
 from LuDoseResponseLib.dosimetry.integration.models import CURVES
 from LuDoseResponseLib.dosimetry.pvc_correction import correct_partial_volume
 from LuDoseResponseLib.errors import InputError
-from LuDoseResponseLib.imaging import image_like, same_grid, voxel_volume_ml
+from LuDoseResponseLib.imaging import image_like, voxel_volume_ml
 from LuDoseResponseLib.pipeline.organ_names import KIDNEY_SIDES, KIDNEYS_COMBINED, is_organ
 from LuDoseResponseLib.pipeline.study import Cycle, Study
 from LuDoseResponseLib.response.volumetry import read_segmentation
@@ -96,12 +96,7 @@ def organ_masks_on_grid(cycle: Cycle, reference: sitk.Image) -> dict[str, np.nda
     for name in seg.names:
         if not is_organ(name):
             continue
-        info = seg.segment(name)
-        label = seg.image if seg.n_layers == 1 else sitk.VectorIndexSelectionCast(seg.image, info.layer)
-        m = sitk.Cast(label == info.label_value, sitk.sitkUInt8)
-        if not same_grid(m, reference):
-            m = sitk.Resample(m, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-        arr = sitk.GetArrayFromImage(m) > 0
+        arr = seg.mask_on(name, reference)
         if not arr.any():
             raise InputError(f"{cycle.organs}: organ {name!r} has no voxel on the SPECT grid of cycle {cycle.number}; "
                              "check the segmentation and its registration")

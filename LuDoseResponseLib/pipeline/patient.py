@@ -44,7 +44,7 @@ from LuDoseResponseLib.dosimetry.pvc_correction import correct_partial_volume, s
 from LuDoseResponseLib.dosimetry.quantification import quantify_spect
 from LuDoseResponseLib.dosimetry.voxelwise_integration import voxelwise_time_integral
 from LuDoseResponseLib.errors import InputError
-from LuDoseResponseLib.imaging import image_like, same_grid, voxel_volume_ml
+from LuDoseResponseLib.imaging import image_like, voxel_volume_ml
 from LuDoseResponseLib.io import dicom
 from LuDoseResponseLib.io.write import write_nrrd
 from LuDoseResponseLib.output_set import check_output_folder, output_set
@@ -95,13 +95,7 @@ def _masks_on_grid(cycle: Cycle, reference: sitk.Image) -> dict[str, np.ndarray]
     seg = read_segmentation(cycle.tumours, reference=cycle.tumours_reference)
     out = {}
     for name in (n for n in seg.names if not is_organ(n)):   # organ segments are not tumours
-        info = seg.segment(name)
-        label = seg.image if seg.image.GetNumberOfComponentsPerPixel() == 1 else \
-            sitk.VectorIndexSelectionCast(seg.image, info.layer)
-        m = sitk.Cast(label == info.label_value, sitk.sitkUInt8)
-        if not same_grid(m, reference):
-            m = sitk.Resample(m, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-        arr = sitk.GetArrayFromImage(m) > 0
+        arr = seg.mask_on(name, reference)
         if not arr.any():
             raise InputError(f"{cycle.tumours}: tumour {name!r} has no voxel on the SPECT grid of cycle "
                              f"{cycle.number}; check the segmentation and its registration")

@@ -30,7 +30,7 @@ import SimpleITK as sitk
 
 from LuDoseResponseLib import defaults
 from LuDoseResponseLib.errors import GeometryError, InputError
-from LuDoseResponseLib.imaging import read_image_header, voxel_volume_ml
+from LuDoseResponseLib.imaging import image_like, read_image_header, same_grid, voxel_volume_ml
 from LuDoseResponseLib.io.rtstruct import RTSTRUCT_SOP_CLASS, read_rtstruct
 from LuDoseResponseLib.io.rtstruct_reference import ImageReference, rtstruct_masks
 from LuDoseResponseLib.io.seg import SEG_SOP_CLASS, read_seg, read_seg_labels
@@ -86,6 +86,14 @@ class Segmentation:
         arr = sitk.GetArrayViewFromImage(self.image)
         layer = arr if self.n_layers == 1 else arr[..., info.layer]
         return layer == info.label_value
+
+    def mask_on(self, name: str, reference: sitk.Image) -> np.ndarray:
+        """Boolean mask [z, y, x] of one segment on ``reference``'s grid (nearest-neighbour resampling when
+        the grids differ; outside this segmentation's grid is outside the segment)."""
+        mask = image_like(self.mask(name).astype(np.uint8), self.image)
+        if not same_grid(mask, reference):
+            mask = sitk.Resample(mask, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+        return sitk.GetArrayFromImage(mask) > 0
 
     def voxel_counts(self) -> dict[str, int]:
         arr = sitk.GetArrayViewFromImage(self.image)
