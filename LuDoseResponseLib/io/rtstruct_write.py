@@ -25,14 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from LuDoseResponseLib import __version__
-from LuDoseResponseLib.errors import DicomError, InputError
+from LuDoseResponseLib.errors import InputError
 from LuDoseResponseLib.files import atomic_path, refuse_to_overwrite_input
 from LuDoseResponseLib.io.dicom.metadata import SeriesMetadata
+from LuDoseResponseLib.io.dicom_instance import copy_patient_and_study, new_instance, require_study_references
 from LuDoseResponseLib.io.rtstruct import RTSTRUCT_SOP_CLASS
 from LuDoseResponseLib.io.seg_write import masks_on_one_grid
 
@@ -135,34 +134,16 @@ def write_rtstruct(masks: Mapping[str, sitk.Image], path: str | os.PathLike, *, 
     """
     target = Path(path)
     refuse_to_overwrite_input(target, [Path(source.path)])
-    for field_name, tag in (("study_uid", "StudyInstanceUID (0020,000D)"),
-                            ("frame_of_reference_uid", "FrameOfReferenceUID (0020,0052)")):
-        if getattr(source, field_name) is None:
-            raise DicomError(f"{source.path}: {tag} is missing, so an RTSTRUCT cannot be placed in its study")
+    require_study_references(source, "an RTSTRUCT")
     reference, arrays = masks_on_one_grid(masks, right_handed=False)
     if source.size is not None and tuple(reference.GetSize()) != tuple(source.size):
         raise InputError(f"the masks' grid {reference.GetSize()} is not the grid {source.size} of {source.path}; "
                          "contours are referenced to the source's slices, so give masks on its grid")
     now = datetime.now()
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = RTSTRUCT_SOP_CLASS
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    ds.PatientName, ds.PatientID = source.patient_name or "", source.patient_id or ""
-    ds.PatientBirthDate, ds.PatientSex = source.patient_birth_date or "", source.patient_sex or ""
-    ds.StudyInstanceUID, ds.StudyID = source.study_uid, source.study_id or ""
-    ds.StudyDate, ds.StudyTime = source.study_date or "", source.study_time or ""
-    ds.AccessionNumber, ds.ReferringPhysicianName = source.accession_number or "", ""
-    ds.Modality, ds.SeriesInstanceUID = "RTSTRUCT", generate_uid()
-    ds.SeriesNumber, ds.SeriesDescription, ds.OperatorsName = series_number, series_description, ""
+    ds = new_instance(RTSTRUCT_SOP_CLASS, "RTSTRUCT", now)
+    copy_patient_and_study(ds, source)
+    ds.SeriesNumber, ds.SeriesDescription = series_number, series_description
     ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = source.frame_of_reference_uid, ""
-    ds.Manufacturer, ds.ManufacturerModelName = "LuDoseResponse", "LuDoseResponseLib"
-    ds.DeviceSerialNumber, ds.SoftwareVersions = "0", __version__
-    ds.InstanceNumber = 1
     ds.StructureSetLabel, ds.StructureSetName = label[:16], label[:64]
     ds.StructureSetDate, ds.StructureSetTime = ds.InstanceCreationDate, ds.InstanceCreationTime
     n_slices = reference.GetSize()[2]

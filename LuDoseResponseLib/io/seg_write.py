@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
-from LuDoseResponseLib import __version__
-from LuDoseResponseLib.errors import DicomError, GeometryError, InputError
+from LuDoseResponseLib.errors import GeometryError, InputError
 from LuDoseResponseLib.files import atomic_path, refuse_to_overwrite_input
 from LuDoseResponseLib.io.dicom.metadata import SeriesMetadata
+from LuDoseResponseLib.io.dicom_instance import copy_patient_and_study, new_instance, require_study_references
 from LuDoseResponseLib.io.seg import SEG_SOP_CLASS
 
 ALGORITHM_TYPES = ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL")
@@ -100,35 +100,17 @@ def write_seg(masks: Mapping[str, sitk.Image], path: str | os.PathLike, *, sourc
     refuse_to_overwrite_input(target, [Path(source.path)])
     if algorithm_type not in ALGORITHM_TYPES:
         raise InputError(f"algorithm_type must be one of {ALGORITHM_TYPES}, got {algorithm_type!r}")
-    for field_name, tag in (("study_uid", "StudyInstanceUID (0020,000D)"),
-                            ("frame_of_reference_uid", "FrameOfReferenceUID (0020,0052)")):
-        if getattr(source, field_name) is None:
-            raise DicomError(f"{source.path}: {tag} is missing, so a SEG cannot be placed in its study")
+    require_study_references(source, "a SEG")
     reference, arrays = masks_on_one_grid(masks)
     direction = np.asarray(reference.GetDirection(), dtype=float).reshape(3, 3)
     sx, sy, sz = (float(v) for v in reference.GetSpacing())
     now = datetime.now()
 
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = SEG_SOP_CLASS
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = SEG_SOP_CLASS
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ds = new_instance(SEG_SOP_CLASS, "SEG", now)
     ds.ContentDate, ds.ContentTime = ds.InstanceCreationDate, ds.InstanceCreationTime
-    ds.PatientName, ds.PatientID = source.patient_name or "", source.patient_id or ""
-    ds.PatientBirthDate, ds.PatientSex = source.patient_birth_date or "", source.patient_sex or ""
-    ds.StudyInstanceUID, ds.StudyID = source.study_uid, source.study_id or ""
-    ds.StudyDate, ds.StudyTime = source.study_date or "", source.study_time or ""
-    ds.AccessionNumber, ds.ReferringPhysicianName = source.accession_number or "", ""
-    ds.Modality, ds.SeriesInstanceUID = "SEG", generate_uid()
+    copy_patient_and_study(ds, source)
     ds.SeriesNumber, ds.SeriesDescription = series_number, series_description
     ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = source.frame_of_reference_uid, ""
-    ds.Manufacturer, ds.ManufacturerModelName = "LuDoseResponse", "LuDoseResponseLib"
-    ds.DeviceSerialNumber, ds.SoftwareVersions = "0", __version__
-    ds.InstanceNumber = 1
     ds.ImageType = ["DERIVED", "PRIMARY"]
     ds.ContentLabel, ds.ContentDescription, ds.ContentCreatorName = "TUMOURS", series_description[:64], ""
     ds.SegmentationType = "BINARY"

@@ -30,14 +30,15 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import ExplicitVRLittleEndian, RTDoseStorage, generate_uid
+from pydicom.uid import RTDoseStorage
 
 from LuDoseResponseLib import __version__
 from LuDoseResponseLib.errors import DicomError, GeometryError, InputError
 from LuDoseResponseLib.files import atomic_path, refuse_to_overwrite_input
 from LuDoseResponseLib.io.dicom.metadata import SeriesMetadata
+from LuDoseResponseLib.io.dicom_instance import copy_patient_and_study, new_instance
 
 #: Dose Summation Types that can be written: the others need beams, fractions or treatment records
 DOSE_SUMMATION_TYPES = ("PLAN",)
@@ -91,45 +92,10 @@ def rtplan_path(rtdose_path: str | os.PathLike) -> Path:
     return target.with_name(f"{target.stem}_rtplan{target.suffix or '.dcm'}")
 
 
-def _copy_patient_and_study(ds: Dataset, source: SeriesMetadata) -> None:
-    """Patient and General Study modules from the source, so that the objects join its study."""
-    ds.PatientName = source.patient_name or ""
-    ds.PatientID = source.patient_id or ""
-    ds.PatientBirthDate = source.patient_birth_date or ""
-    ds.PatientSex = source.patient_sex or ""
-    ds.StudyInstanceUID = source.study_uid
-    ds.StudyDate = source.study_date or ""
-    ds.StudyTime = source.study_time or ""
-    ds.StudyID = source.study_id or ""
-    ds.AccessionNumber = source.accession_number or ""
-    ds.ReferringPhysicianName = ""
-    if source.study_description:
-        ds.StudyDescription = source.study_description
-
-
-def _new_instance(sop_class_uid: str, modality: str, now: datetime) -> Dataset:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class_uid
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = sop_class_uid
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    ds.Modality = modality
-    ds.SeriesInstanceUID = generate_uid()
-    ds.OperatorsName = ""
-    ds.Manufacturer = "LuDoseResponse"
-    ds.SoftwareVersions = __version__
-    ds.InstanceNumber = 1
-    return ds
-
-
 def _companion_plan(source: SeriesMetadata, now: datetime, label: str, description: str) -> Dataset:
     """A minimal RT Plan (A.20: RT General Plan, TREATMENT_DEVICE geometry, no beams) for the administration."""
-    plan = _new_instance(RT_PLAN_STORAGE, "RTPLAN", now)
-    _copy_patient_and_study(plan, source)
+    plan = new_instance(RT_PLAN_STORAGE, "RTPLAN", now)
+    copy_patient_and_study(plan, source)
     plan.SeriesNumber = 901
     plan.SeriesDescription = "Lu-177 administration (LuDoseResponse)"
     plan.FrameOfReferenceUID = source.frame_of_reference_uid
@@ -199,8 +165,8 @@ def write_rtdose(dose_gy: sitk.Image, path: str | os.PathLike, *, source: Series
 
     now = datetime.now()
     plan = _companion_plan(source, now, plan_label, _administration_text(source))
-    ds = _new_instance(RTDoseStorage, "RTDOSE", now)
-    _copy_patient_and_study(ds, source)
+    ds = new_instance(RTDoseStorage, "RTDOSE", now)
+    copy_patient_and_study(ds, source)
     # RT Series, Frame of Reference
     ds.SeriesNumber = series_number
     ds.SeriesDescription = series_description
