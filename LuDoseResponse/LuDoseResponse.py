@@ -404,7 +404,6 @@ class LuDoseResponseWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onRunDosimetry(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Dosimetry failed."), waitCursor=True):
             self._storeCycle()
-            self.logic.ensureRequirements()
             nodes = self.logic.runDosimetryFromParameterNode(self._parameterNode)
             self.ui.dosimetryStatusLabel.text = _("{tumours} tumours, {cycles} cycle(s); {warnings} warning(s) "
                                                   "(see the run.json text node).").format(

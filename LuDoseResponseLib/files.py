@@ -9,11 +9,14 @@ replaces, else 0666 less the umask), not the owner-only 0600 of a temporary file
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
+import io
+import math
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from LuDoseResponseLib.errors import InputError
@@ -60,6 +63,30 @@ def write_text_atomic(path: str | os.PathLike, text: str, encoding: str = "utf-8
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding=encoding)
     return Path(path)
+
+
+def csv_text(rows: Sequence[Mapping], columns: Sequence[str]) -> str:
+    """Rows as CSV text (RFC 4180, ``\n`` line ends) in ``columns`` order: a missing value, None or NaN is an
+    empty cell, numbers are written in full (``repr``), as pandas writes them."""
+    def cell(value):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return ""
+        return value
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([cell(row.get(c)) for c in columns])
+    return out.getvalue()
+
+
+def record_columns(rows: Sequence[Mapping], leading: Sequence[str] = ()) -> list[str]:
+    """``leading``, then every other key of ``rows`` in the order it first appears."""
+    columns = list(leading)
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    return columns
 
 
 def refuse_to_overwrite_input(output: str | os.PathLike, inputs: list[str | os.PathLike]) -> None:

@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import SimpleITK as sitk
 
 from LuDoseResponseLib.dosimetry.bed import Bed, bed_from_time_integral, cumulative_bed
@@ -203,8 +202,8 @@ def mass_weighted_kidneys(sides: list[OrganCycleDose]) -> OrganCycleDose:
                           t_eff_sd, bed, float(total), "mass-weighted mean of " + " and ".join(r.organ for r in sides))
 
 
-def organ_outputs(study: Study, rows: list[OrganCycleDose], warn: list[str]) -> tuple[pd.DataFrame | None, dict]:
-    """``organ_cycles.csv`` (None without any organ row) and the ``organs`` entry of ``run.json``.
+def organ_outputs(study: Study, rows: list[OrganCycleDose], warn: list[str]) -> tuple[list[dict] | None, dict]:
+    """``organ_cycles.csv``'s rows (ORGAN_CYCLE_COLUMNS; None without any) and ``run.json``'s ``organs``.
 
     No kidney VOI in a cycle, or in any, is a warning (``warn`` and the log), not an error.
     """
@@ -221,8 +220,7 @@ def organ_outputs(study: Study, rows: list[OrganCycleDose], warn: list[str]) -> 
             warn.append(message)
     if not rows:
         return None, {}
-    table = pd.DataFrame([r.row() for r in sorted(rows, key=lambda r: (r.organ, r.cycle))],
-                         columns=list(ORGAN_CYCLE_COLUMNS))
+    table = [r.row() for r in sorted(rows, key=lambda r: (r.organ, r.cycle))]
     summary = {}
     all_cycles = [c.number for c in study.cycles]
     for organ in sorted({r.organ for r in rows}):

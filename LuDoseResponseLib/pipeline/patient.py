@@ -27,6 +27,7 @@ are never written, and ``out_dir`` is checked before any pixel is read.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import warnings
@@ -37,13 +38,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from LuDoseResponseLib import __version__
-from LuDoseResponseLib.analysis.patient_report import write_patient_report
 from LuDoseResponseLib.dosimetry.doserate import dose_rate_map
 from LuDoseResponseLib.dosimetry.integration import time_integral, voi_mean_values
 from LuDoseResponseLib.dosimetry.pvc_correction import correct_partial_volume, scale_dose_map
 from LuDoseResponseLib.dosimetry.quantification import quantify_spect
 from LuDoseResponseLib.dosimetry.voxelwise_integration import voxelwise_time_integral
 from LuDoseResponseLib.errors import InputError
+from LuDoseResponseLib.files import csv_text, record_columns
 from LuDoseResponseLib.imaging import image_like, voxel_volume_ml
 from LuDoseResponseLib.io import dicom
 from LuDoseResponseLib.io.write import write_nrrd
@@ -59,14 +60,17 @@ from LuDoseResponseLib.pipeline.cycle_methods import (
     tag_method,
 )
 from LuDoseResponseLib.pipeline.organ_names import is_organ
-from LuDoseResponseLib.pipeline.organs import cycle_organ_doses, organ_files, organ_outputs
+from LuDoseResponseLib.pipeline.organs import ORGAN_CYCLE_COLUMNS, cycle_organ_doses, organ_files, organ_outputs
 from LuDoseResponseLib.pipeline.study import Cycle, Study, load_manifest
+from LuDoseResponseLib.pipeline.time_points import COLUMNS as TIME_POINT_COLUMNS
 from LuDoseResponseLib.pipeline.time_points import time_point_rows, time_points_table
 from LuDoseResponseLib.response.tumour_rows import (
+    CYCLE_COLUMNS,
+    TUMOUR_COLUMNS,
     CycleAdministration,
     TumourCycleDose,
-    tumour_cycles_table,
-    tumour_rows,
+    tumour_cycle_records,
+    tumour_records,
 )
 from LuDoseResponseLib.response.volumetry import read_segmentation, segment_names, volumes_over_time
 
@@ -183,6 +187,11 @@ def _followed(study: Study) -> list[str] | None:
     return [n for n in names if not is_organ(n)] if any(map(is_organ, names)) else None
 
 
+def patient_page_available() -> bool:
+    """The patient page is drawn with pandas and matplotlib; the doses need neither (Slicer ships neither)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("pandas", "matplotlib"))
+
+
 def sha256(path: Path) -> str:
     """SHA-256 of a file, or of a folder's files (names and contents, sorted)."""
     h = hashlib.sha256()
@@ -231,17 +240,23 @@ def run_patient(manifest: str | Path, out_dir: str | Path, *, rtdose: bool = Fal
     volumes = volumes_over_time([(f.date, read_segmentation(f.tumours, reference=f.tumours_reference))
                                  for f in study.followups], tumours=_followed(study))
     admins = [CycleAdministration(c.number, c.administered_at, c.activity_mbq) for c in study.cycles]
-    cycles_df = tumour_cycles_table(study.patient.id, doses)
-    tumours_df = tumour_rows(study.patient.id, study.patient.grade, admins, doses, volumes)
-    warn += [w for cell in tumours_df["warnings"] for w in str(cell).split(" | ") if w]
+    cycle_rows = tumour_cycle_records(study.patient.id, doses)
+    tumour_table = tumour_records(study.patient.id, study.patient.grade, admins, doses, volumes)
+    warn += [w for row in tumour_table for w in str(row["warnings"]).split(" | ") if w]
     organ_table, organ_run = organ_outputs(study, organ_doses, warn)
+    page = patient_page_available()
+    if not page:
+        warn.append("the patient page report.html is not written: it needs pandas and matplotlib, which are not "
+                    "installed (every other output is)")
     with output_set(out, command="dosimetry", inputs=inputs) as run_set:
         staging = run_set.stage
-        cycles_df.to_csv(staging / "tumour_cycles.csv", index=False)
-        tumours_df.to_csv(staging / "tumours.csv", index=False)
+        (staging / "tumour_cycles.csv").write_text(csv_text(cycle_rows, record_columns(cycle_rows, CYCLE_COLUMNS)),
+                                                   encoding="utf-8")
+        (staging / "tumours.csv").write_text(csv_text(tumour_table, TUMOUR_COLUMNS), encoding="utf-8")
         if organ_table is not None:
-            organ_table.to_csv(staging / "organ_cycles.csv", index=False)
-        time_points_table(points).to_csv(staging / "time_points.csv", index=False)
+            (staging / "organ_cycles.csv").write_text(csv_text(organ_table, ORGAN_CYCLE_COLUMNS), encoding="utf-8")
+        (staging / "time_points.csv").write_text(csv_text(time_points_table(points), TIME_POINT_COLUMNS),
+                                                 encoding="utf-8")
         for n, img in maps.items():
             if img is not None:
                 write_nrrd(img, staging / f"dose_cycle{n}.nrrd", inputs=inputs)
@@ -256,7 +271,10 @@ def run_patient(manifest: str | Path, out_dir: str | Path, *, rtdose: bool = Fal
                "inputs": [{"path": str(p), "sha256": sha256(p)} for p in inputs],
                "overrides": list(study.overrides), "organs": organ_run, "warnings": list(dict.fromkeys(warn))}
         (staging / "run.json").write_text(json.dumps(run, indent=2, default=str), encoding="utf-8")
-        write_patient_report(staging)
+        if page:
+            from LuDoseResponseLib.analysis.patient_report import write_patient_report
+
+            write_patient_report(staging)
     published = dict(run_set.files)
-    log.info("patient %s: %d tumours, %d cycles -> %s", study.patient.id, len(tumours_df), len(study.cycles), out)
+    log.info("patient %s: %d tumours, %d cycles -> %s", study.patient.id, len(tumour_table), len(study.cycles), out)
     return published

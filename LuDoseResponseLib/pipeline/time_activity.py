@@ -8,6 +8,7 @@ time–activity tables and charts), so nothing is quantified twice.
 
 from __future__ import annotations
 
+import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,16 +34,18 @@ class ActivitySample:
 
 def read_activity_samples(time_points_csv: str | os.PathLike) -> list[ActivitySample]:
     """The samples of a run's ``time_points.csv`` (:mod:`.time_points`), in its row order."""
-    import pandas as pd
-
     path = Path(time_points_csv)
     if not path.is_file():
         raise InputError(f"{path} not found: the time-activity samples are written by the patient pipeline; run "
                          "the dosimetry into this folder first")
-    table = pd.read_csv(path)
-    missing = [c for c in _COLUMNS if c not in table.columns]
-    if missing:
-        raise InputError(f"{path}: column(s) {', '.join(missing)} missing; it was not written by this version of "
-                         "the patient pipeline, so run the dosimetry again")
-    return [ActivitySample(str(r.tumor), int(r.cycle), float(r.time_h), float(r.measured_activity_mbq),
-                           float(r.activity_mbq)) for r in table.itertuples(index=False)]
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in _COLUMNS if c not in (reader.fieldnames or ())]
+        if missing:
+            raise InputError(f"{path}: column(s) {', '.join(missing)} missing; it was not written by this version "
+                             "of the patient pipeline, so run the dosimetry again")
+        try:
+            return [ActivitySample(r["tumor"], int(r["cycle"]), float(r["time_h"]), float(r["measured_activity_mbq"]),
+                                   float(r["activity_mbq"])) for r in reader]
+        except ValueError as exc:
+            raise InputError(f"{path}: line {reader.line_num}: {exc}; run the dosimetry again") from None

@@ -46,9 +46,6 @@ def time_point_rows(patient: str, tumour: str, cycle: int, times_h: Sequence[flo
                                   strict=True)]
 
 
-def time_points_table(rows: Sequence[dict]):
-    """The rows as a DataFrame with COLUMNS, sorted by tumour, cycle and time."""
-    import pandas as pd
-
-    df = pd.DataFrame(list(rows), columns=list(COLUMNS))
-    return df.sort_values(["tumor", "cycle", "time_h"], kind="stable").reset_index(drop=True)
+def time_points_table(rows: Sequence[dict]) -> list[dict]:
+    """The rows sorted by tumour, cycle and time (COLUMNS are their keys)."""
+    return sorted(rows, key=lambda r: (r["tumor"], r["cycle"], r["time_h"]))

@@ -1,7 +1,8 @@
 """Assembly of one patient's per-tumour results into cohort-table rows.
 
 Inputs: the administrations (cycle number, time, activity), each tumour's dose per cycle, and
-each tumour's volumes over the follow-up CTs. Outputs (pandas DataFrames):
+each tumour's volumes over the follow-up CTs. Outputs (rows as dicts; the ``*_table``/``tumour_rows``
+wrappers give pandas DataFrames):
 
 - :func:`tumour_cycles_table` → ``tumour_cycles.csv`` (contracts/study-manifest.md): one row per
   tumour and cycle, columns ``CYCLE_COLUMNS`` plus diagnostics;
@@ -26,6 +27,7 @@ from LuDoseResponseLib import defaults
 from LuDoseResponseLib.dosimetry.integration import TimeIntegral, sum_cycles
 from LuDoseResponseLib.dosimetry.uncertainty import DoseUncertainty
 from LuDoseResponseLib.errors import InputError
+from LuDoseResponseLib.files import record_columns
 from LuDoseResponseLib.response.volumetry import (
     BASELINE_VOLUME_CUTOFF_CM3,
     MIN_BASELINE_VOLUME_CM3,
@@ -131,9 +133,15 @@ def tumour_id(patient: str, name: str) -> str:
 
 
 def tumour_cycles_table(patient: str, doses: Sequence[TumourCycleDose]):
-    """``tumour_cycles.csv`` rows: CYCLE_COLUMNS, then diagnostics columns; tumour ids as in tumours.csv."""
+    """:func:`tumour_cycle_records` as a pandas DataFrame."""
     import pandas as pd
 
+    rows = tumour_cycle_records(patient, doses)
+    return pd.DataFrame(rows, columns=record_columns(rows, CYCLE_COLUMNS))
+
+
+def tumour_cycle_records(patient: str, doses: Sequence[TumourCycleDose]) -> list[dict]:
+    """``tumour_cycles.csv`` rows: CYCLE_COLUMNS, then diagnostics columns; tumour ids as in tumours.csv."""
     rows = []
     for d in sorted(doses, key=lambda x: (x.tumor, x.cycle)):
         row = {"tumor": tumour_id(patient, d.tumor), "cycle": int(d.cycle), "dose_gy": d.dose_gy,
@@ -141,17 +149,23 @@ def tumour_cycles_table(patient: str, doses: Sequence[TumourCycleDose]):
                "t_eff_h": d.t_eff_h, "calibration_sd_gy": d.calibration_sd_gy}
         row.update({k: v for k, v in d.diagnostics.items() if k not in row})
         rows.append(row)
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return pd.DataFrame(columns=list(CYCLE_COLUMNS))
-    return df[list(CYCLE_COLUMNS) + [c for c in df.columns if c not in CYCLE_COLUMNS]]
+    return rows
 
 
 def tumour_rows(patient: str, grade: str | None, administrations: Sequence[CycleAdministration],
-                doses: Sequence[TumourCycleDose], volumes: Mapping[str, VolumeSeries], *,
-                responder_threshold: float = RESPONDER_THRESHOLD, calibration_correlation: float = 0.0,
-                min_baseline_volume_cm3: float = MIN_BASELINE_VOLUME_CM3,
-                baseline_volume_cutoff_cm3: float = BASELINE_VOLUME_CUTOFF_CM3):
+                doses: Sequence[TumourCycleDose], volumes: Mapping[str, VolumeSeries], **options):
+    """:func:`tumour_records` as a pandas DataFrame with TUMOUR_COLUMNS."""
+    import pandas as pd
+
+    return pd.DataFrame(tumour_records(patient, grade, administrations, doses, volumes, **options),
+                        columns=list(TUMOUR_COLUMNS))
+
+
+def tumour_records(patient: str, grade: str | None, administrations: Sequence[CycleAdministration],
+                   doses: Sequence[TumourCycleDose], volumes: Mapping[str, VolumeSeries], *,
+                   responder_threshold: float = RESPONDER_THRESHOLD, calibration_correlation: float = 0.0,
+                   min_baseline_volume_cm3: float = MIN_BASELINE_VOLUME_CM3,
+                   baseline_volume_cutoff_cm3: float = BASELINE_VOLUME_CUTOFF_CM3) -> list[dict]:
     """One cohort-table row per tumour (TUMOUR_COLUMNS).
 
     ``dose_gy`` / ``activity_gbq``: Σ over the cycles administered before the v_min CT (the best
@@ -159,8 +173,6 @@ def tumour_rows(patient: str, grade: str | None, administrations: Sequence[Cycle
     warning. ``dose_all_cycles_gy`` / ``activity_all_cycles_gbq``: Σ over all cycles. Every tumour
     needs a dose for every cycle and a volume series; unmatched names are an error.
     """
-    import pandas as pd
-
     what = f"patient {patient!r}"
     if not isinstance(patient, str) or not patient.strip():
         raise InputError(f"patient id must be a non-empty string, got {patient!r}")
@@ -243,4 +255,4 @@ def tumour_rows(patient: str, grade: str | None, administrations: Sequence[Cycle
             "below_min_baseline_volume": int(resp.below_min_baseline_volume),
             "baseline_volume_group": resp.baseline_volume_group, "warnings": " | ".join(warnings),
         })
-    return pd.DataFrame(rows, columns=list(TUMOUR_COLUMNS))
+    return rows
