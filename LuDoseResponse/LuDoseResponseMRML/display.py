@@ -55,8 +55,11 @@ def _maximumOf(volumeNode) -> float:
 
 
 def showAsDose(volumeNode, *, windowMaxGy: float | None = None, lowerThresholdGy: float | None = None,
-               colorLegend: bool = True):
+               colorLegend: bool = True, quantity: str = "Absorbed dose", unit: str = "Gy"):
     """Display ``volumeNode`` as an absorbed-dose map and return its display node.
+
+    ``quantity`` and ``unit`` (UCUM) name what the voxels hold: a dose-rate map is shown with
+    ``quantity="Dose rate", unit="Gy/h"`` (the window and threshold are then in Gy/h).
 
     :param windowMaxGy: top of the colour window (Gy); the map's maximum when None. The window
         always starts at 0 Gy so equal colours mean equal doses across maps.
@@ -90,14 +93,14 @@ def showAsDose(volumeNode, *, windowMaxGy: float | None = None, lowerThresholdGy
     display.EndModify(was_modifying)
 
     units = slicer.vtkCodedEntry()
-    units.SetValueSchemeMeaning("Gy", "UCUM", "Gy")
+    units.SetValueSchemeMeaning(unit, "UCUM", unit)
     volumeNode.SetVoxelValueUnits(units)
 
     if colorLegend and scene.IsNodeClassRegistered("vtkMRMLColorLegendDisplayNode"):
         legend = slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(volumeNode)
         if legend is None:
             legend = slicer.vtkSlicerColorLogic.AddDefaultColorLegendDisplayNode(volumeNode)
-        legend.SetTitleText("Absorbed dose [Gy]")
+        legend.SetTitleText(f"{quantity} [{unit}]")
     return display
 
 

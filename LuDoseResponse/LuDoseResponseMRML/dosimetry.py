@@ -37,7 +37,7 @@ import slicer
 from LuDoseResponseLib.errors import InputError, ManifestError
 from LuDoseResponseLib.files import atomic_path, write_text_atomic
 from LuDoseResponseLib.io.seg_nrrd_write import write_slicer_segmentation
-from LuDoseResponseLib.pipeline.patient import run_patient
+from LuDoseResponseLib.pipeline.patient import dose_rate_map_name, run_patient
 from LuDoseResponseLib.pipeline.study import UNITS, Settings, Study, load_manifest
 from LuDoseResponseLib.pipeline.time_activity import ActivitySample, read_activity_samples
 from LuDoseResponseMRML.cohort import unitOfColumn
@@ -101,6 +101,7 @@ class DosimetryNodes:
     tumoursTable: object
     cyclesTable: object
     doseVolumes: dict = field(default_factory=dict)            # cycle number -> volume node (Gy)
+    doseRateVolumes: dict = field(default_factory=dict)        # (cycle, hours) -> volume node (Gy/h)
     timeActivityTables: dict = field(default_factory=dict)     # cycle number -> table node
     timeActivityChart: object = None
     runTextNode: object = None
@@ -351,6 +352,19 @@ def _doseVolume(scene, path: Path, patient: str, cycle: int):
     return node
 
 
+def _doseRateVolume(scene, path: Path, patient: str, cycle: int, hours: float):
+    role = f"Volume.patient.{patient}.doserate.cycle{cycle}.{hours:.1f}h"
+    node = findNodeByRole(scene, "vtkMRMLScalarVolumeNode", role)
+    if node is None:
+        node = findOrCreateNode(scene, "vtkMRMLScalarVolumeNode", role,
+                                f"{patient} dose rate cycle {cycle} at {hours:g} h")
+        node.CreateDefaultDisplayNodes()
+    updateVolumeNodeFromImage(node, sitk.ReadImage(str(path)))
+    node.SetAttribute(PATIENT_ATTRIBUTE, patient)
+    showAsDose(node, quantity="Dose rate", unit="Gy/h")
+    return node
+
+
 def timeActivityNodes(scene, patient: str, samples: Sequence[ActivitySample], *, pvc: bool):
     """One table per cycle (time [h], then one activity column per tumour, MBq) and a chart with a series
     per tumour and cycle; the plotted activity is the partial-volume corrected one when ``pvc``."""
@@ -398,7 +412,8 @@ def runDosimetry(scene, patient: str, cycles: Sequence[CycleInput], followUps: S
     :param followUps: FollowUpInput per follow-up CT, baseline first (volumetry and response).
     :param settings: ``LuDoseResponseLib.pipeline.study.Settings`` (method, density, PVC, FWHM, integration).
     :param outputDir: if given, the command line's outputs are also published there (tumours.csv,
-        tumour_cycles.csv, dose_cycle<N>.nrrd, run.json); it must be new, empty or an earlier run's.
+        tumour_cycles.csv, dose_cycle<N>.nrrd, the dose-rate maps, run.json, ...); it must be new, empty or an
+        earlier run's.
     :returns: DosimetryNodes.
     """
     settings = settings or Settings()
@@ -408,7 +423,7 @@ def runDosimetry(scene, patient: str, cycles: Sequence[CycleInput], followUps: S
         out = Path(outputDir) if outputDir else Path(tmp) / "out"
         try:
             study = load_manifest(manifest)
-            files = run_patient(manifest, out, progress=progress)
+            files = run_patient(manifest, out, dose_rate_maps=True, progress=progress)
         except ManifestError as exc:
             raise _explained(exc, legend) from None
         except InputError as exc:
@@ -420,6 +435,9 @@ def runDosimetry(scene, patient: str, cycles: Sequence[CycleInput], followUps: S
                                     f"{patient} tumour cycles", patient)
         doses = {c.number: _doseVolume(scene, out / f"dose_cycle{c.number}.nrrd", patient, c.number)
                  for c in study.cycles if (out / f"dose_cycle{c.number}.nrrd").is_file()}
+        rates = {(c.number, tp.hours_since_administration): _doseRateVolume(
+                     scene, out / dose_rate_map_name(c.number, tp.hours_since_administration), patient, c.number,
+                     tp.hours_since_administration) for c in study.cycles for tp in c.spect}
         runText = (out / "run.json").read_text(encoding="utf-8")
         tumoursText = (out / "tumours.csv").read_text(encoding="utf-8")
     textNode = _textNode(scene, f"Text.patient.{patient}.run", f"{patient} run.json", runText, patient)
@@ -429,6 +447,7 @@ def runDosimetry(scene, patient: str, cycles: Sequence[CycleInput], followUps: S
     log.info("dosimetry of %s: %d tumours, %d cycles, %d warnings", patient, tumours.GetNumberOfRows(),
              len(study.cycles), len(warnings))
     return DosimetryNodes(study=study, tumoursTable=tumours, cyclesTable=cyclesTable, doseVolumes=doses,
+                          doseRateVolumes=rates,
                           timeActivityTables=tacTables, timeActivityChart=chart, runTextNode=textNode,
                           samples=samples, outputFiles={k: str(v) for k, v in files.items()} if outputDir else {},
                           warnings=warnings)

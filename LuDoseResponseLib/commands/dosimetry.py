@@ -15,6 +15,9 @@ def register(sub) -> None:
     p.add_argument("manifest", help="study manifest (TOML)")
     p.add_argument("--out", required=True, help="output folder (re-running into it replaces the outputs)")
     p.add_argument("--rtdose", action="store_true", help="also write each cycle's dose map as DICOM RT Dose")
+    p.add_argument("--dose-rate-maps", action="store_true",
+                   help="also write the dose-rate map (Gy/h) of every SPECT time point, "
+                        "dose_rate_cycle<N>_<hours>h.nrrd")
     p.set_defaults(func=run)
 
 
@@ -24,6 +27,7 @@ def run(args) -> int:
     def progress(stage: str, fraction: float) -> None:
         log.info("%s: %.0f %%", stage, 100 * fraction)
 
-    paths = run_patient(args.manifest, args.out, rtdose=args.rtdose, progress=progress)
+    paths = run_patient(args.manifest, args.out, rtdose=args.rtdose, dose_rate_maps=args.dose_rate_maps,
+                        progress=progress)
     print(f"wrote {', '.join(sorted(paths))} -> {args.out}")
     return 0

@@ -115,7 +115,7 @@ def _integration_kwargs(study: Study) -> dict:
 
 
 def _cycle(study: Study, cycle: Cycle, progress: Progress | None, warn: list[str], organ_doses: list,
-           method: str, fitted: dict, points: list[dict]):
+           method: str, fitted: dict, points: list[dict], rate_maps: dict | None):
     s = study.settings
     ct = dicom.read_volume(cycle.ct, cycle.ct_series_uid).image if cycle.ct is not None else None
     density = None
@@ -132,6 +132,8 @@ def _cycle(study: Study, cycle: Cycle, progress: Progress | None, warn: list[str
             rates.append(dose_rate_map(q.image, s.dose_method, density if s.density_correction else None,
                                        density_unit="g_per_cm3"))
         warn += [f"{tp.key}: {w.message}" for w in caught]
+        if rate_maps is not None:
+            rate_maps[(cycle.number, tp.hours_since_administration)] = rates[-1]
         activities.append(q.image)
         times.append(tp.hours_since_administration)
         if progress:
@@ -216,9 +218,17 @@ def _inputs(study: Study) -> list[Path]:
     return list(dict.fromkeys(paths))
 
 
-def run_patient(manifest: str | Path, out_dir: str | Path, *, rtdose: bool = False,
+def dose_rate_map_name(cycle: int, hours: float) -> str:
+    """The file of one SPECT time point's dose-rate map (Gy/h) among the outputs."""
+    return f"dose_rate_cycle{cycle}_{hours:.1f}h.nrrd"
+
+
+def run_patient(manifest: str | Path, out_dir: str | Path, *, rtdose: bool = False, dose_rate_maps: bool = False,
                 progress: Progress | None = None) -> dict[str, Path]:
-    """Run the whole chain for one manifest and publish its outputs in ``out_dir``; returns the paths."""
+    """Run the whole chain for one manifest and publish its outputs in ``out_dir``; returns the paths.
+
+    ``rtdose``: also each cycle's dose map as DICOM RTDOSE; ``dose_rate_maps``: also the dose-rate map
+    (Gy/h) of every SPECT time point (:func:`dose_rate_map_name`)."""
     study = load_manifest(manifest)
     if not study.followups:
         raise InputError(f"{study.manifest}: no [[followups]]; tumours.csv needs the baseline and follow-up CT "
@@ -232,9 +242,10 @@ def run_patient(manifest: str | Path, out_dir: str | Path, *, rtdose: bool = Fal
     methods, method_warnings = choose_methods(study)
     warn: list[str] = list(study.warnings) + method_warnings
     doses, maps, organ_doses, fitted, points = [], {}, [], {}, []
+    rate_maps = {} if dose_rate_maps else None
     for cycle in study.cycles:
         d, m = _cycle(study, cycle, progress, warn, organ_doses, methods[cycle.number], fitted,
-                      points)
+                      points, rate_maps)
         doses += tag_method(d, methods[cycle.number])
         maps[cycle.number] = m
     volumes = volumes_over_time([(f.date, read_segmentation(f.tumours, reference=f.tumours_reference))
@@ -257,6 +268,8 @@ def run_patient(manifest: str | Path, out_dir: str | Path, *, rtdose: bool = Fal
             (staging / "organ_cycles.csv").write_text(csv_text(organ_table, ORGAN_CYCLE_COLUMNS), encoding="utf-8")
         (staging / "time_points.csv").write_text(csv_text(time_points_table(points), TIME_POINT_COLUMNS),
                                                  encoding="utf-8")
+        for (n, hours), img in (rate_maps or {}).items():
+            write_nrrd(img, staging / dose_rate_map_name(n, hours), inputs=inputs)
         for n, img in maps.items():
             if img is not None:
                 write_nrrd(img, staging / f"dose_cycle{n}.nrrd", inputs=inputs)

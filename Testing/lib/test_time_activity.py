@@ -78,3 +78,22 @@ def test_a_folder_without_samples_is_a_clear_error(tmp_path):
     (tmp_path / "time_points.csv").write_text("tumor,cycle,time_h,activity_mbq\nP.T1,1,24,3.0\n")
     with pytest.raises(InputError, match="measured_activity_mbq"):
         read_activity_samples(tmp_path / "time_points.csv")
+
+
+def test_dose_rate_maps_are_the_integrated_samples(phantom, tmp_path):
+    """``dosimetry --dose-rate-maps``: one Gy/h map per scan, whose tumour means are time_points.csv's
+    dose rates (PVC off in this phantom's manifest), i.e. the samples the cycle dose integrates."""
+    import pandas as pd
+
+    from LuDoseResponseLib.cli import main
+
+    _, manifest = phantom
+    out = tmp_path / "out"
+    assert main(["-q", "dosimetry", str(manifest), "--out", str(out), "--dose-rate-maps"]) == 0
+    masks, _ = _masks(manifest)
+    samples = pd.read_csv(out / "time_points.csv")
+    for hours in HOURS:
+        rate = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"dose_rate_cycle1_{hours:.1f}h.nrrd")))
+        for name, mask in masks.items():
+            row = samples[(samples["tumor"] == f"P21.{name}") & np.isclose(samples["time_h"], hours)]
+            assert rate[mask].mean() == pytest.approx(row["dose_rate_gy_per_h"].iloc[0], rel=1e-9)

@@ -111,6 +111,26 @@ def test_dose_maps_equal_the_command_line(mrmlRun):
         assert slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(node) is not None
 
 
+def test_dose_rate_volumes_hold_the_integrated_dose_rates(mrmlRun):
+    """One Gy/h volume per cycle and scan; its tumour means are the samples the CLI run integrated
+    (time_points.csv, PVC off), so the panel shows what the doses were computed from."""
+    from LuDoseResponseMRML.segments import segmentMaskImage
+
+    _, _, cli, cycles, nodes, _ = mrmlRun
+    assert sorted(nodes.doseRateVolumes) == [(k, h) for k in (1, 2) for h in HOURS]
+    samples = pd.read_csv(cli / "time_points.csv")
+    for (k, hours), node in nodes.doseRateVolumes.items():
+        assert node.GetVoxelValueUnits().GetCodeValue() == "Gy/h"
+        rate = slicer.util.arrayFromVolume(node)
+        seg = cycles[k - 1].segmentationNode
+        for name in segmentNames(seg):
+            mask = sitk.GetArrayFromImage(segmentMaskImage(seg, name, node)) > 0
+            row = samples[(samples["tumor"] == f"P07.{name}") & (samples["cycle"] == k)
+                          & np.isclose(samples["time_h"], hours)]
+            assert len(row) == 1
+            assert rate[mask].mean() == pytest.approx(row["dose_rate_gy_per_h"].iloc[0], rel=1e-6)
+
+
 def test_time_activity_is_the_voi_sum_of_counts(mrmlRun):
     """Counts = C V 1e-6 S t in the phantom, so the VOI activity (MBq) is the counts' sum / (S t)."""
     scene, p, _, cycles, nodes, _ = mrmlRun
@@ -162,8 +182,9 @@ def test_rerun_updates_in_place_and_output_folder(mrmlRun, phantoms, tmp_path):
     assert scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == volumes
     assert (tmp_path / "out" / "tumours.csv").read_text() == (cli / "tumours.csv").read_text()
     assert sorted(Path(f).name for f in again.outputFiles.values()) == [
-        "dose_cycle1.nrrd", "dose_cycle2.nrrd", "report.html", "run.json", "time_points.csv", "tumour_cycles.csv",
-        "tumours.csv"]
+        "dose_cycle1.nrrd", "dose_cycle2.nrrd",
+        *sorted(f"dose_rate_cycle{k}_{h:.1f}h.nrrd" for k in (1, 2) for h in HOURS),
+        "report.html", "run.json", "time_points.csv", "tumour_cycles.csv", "tumours.csv"]
 
 
 def _followUpsOf(scene, p, phantoms):
