@@ -27,10 +27,10 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from peak_memory import rss_tools
 from scipy.signal import fftconvolve
 
 VOXEL_MM = 4.8
@@ -48,30 +48,6 @@ def _phantom(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
         act[((x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2) <= r * r] += rng.uniform(5e4, 5e5)
     act *= rng.gamma(50.0, 1 / 50.0, size=shape).astype(np.float32)
     return act
-
-
-def _rss_tools():
-    """(reset peak, read peak, read current) in bytes, or None where /proc is missing."""
-    clear, status = Path("/proc/self/clear_refs"), Path("/proc/self/status")
-    if not (clear.exists() and status.exists()):
-        return None
-
-    def field(name):
-        for line in status.read_text().splitlines():
-            if line.startswith(name):
-                return int(line.split()[1]) * 1024
-        return None
-
-    def reset():
-        try:
-            clear.write_text("5")
-            return True
-        except OSError:
-            return False
-
-    if not reset() or field("VmHWM:") is None:
-        return None
-    return reset, lambda: field("VmHWM:"), lambda: field("VmRSS:")
 
 
 def _timed(fn, repeat):
@@ -126,7 +102,7 @@ def bench_grid(shape: tuple[int, int, int], repeat: int) -> None:
     convolution.clear_convolver_cache()
     dose_rate_map(img)                                  # warm-up: imports, kernel from the disk cache
     convolution.clear_convolver_cache()
-    rss = _rss_tools()
+    rss = rss_tools()
     base = rss[2]() if rss else 0
     if rss:
         rss[0]()

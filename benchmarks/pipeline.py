@@ -35,6 +35,8 @@ import warnings
 from io import BytesIO
 from pathlib import Path
 
+from peak_memory import rss_tools
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TARGET_S = 20.0
 
@@ -118,28 +120,6 @@ def _uninstall(undo: list) -> None:
         setattr(mod, attr, fn)
 
 
-def _rss_high_water():
-    """(reset, read) of the resident-set high-water mark in bytes, or None where /proc is missing."""
-    clear, status = Path("/proc/self/clear_refs"), Path("/proc/self/status")
-    if not (clear.exists() and status.exists()):
-        return None
-
-    def read():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        return None
-
-    def reset():
-        try:
-            clear.write_text("5")
-            return True
-        except OSError:
-            return False
-
-    return (reset, read) if reset() and read() is not None else None
-
-
 def _measure(manifest: Path) -> dict:
     import logging
 
@@ -152,7 +132,7 @@ def _measure(manifest: Path) -> dict:
         patient.run_patient(manifest, out / "warm")           # kernel for the voxel size computed/cached here
         rec = _Recorder(memory=False, capture=True)
         undo = _install(rec)
-        rss = _rss_high_water()
+        rss = rss_tools()
         rss_base = rss[1]() if rss else None
         if rss:
             rss[0]()
