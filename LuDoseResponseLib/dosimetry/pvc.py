@@ -61,13 +61,14 @@ BACKGROUND = "background"
 # Closed form (uniform sphere, isotropic Gaussian)
 # --------------------------------------------------------------------------------------------
 
-def _volumes(volume_ml, what: str) -> np.ndarray:
+def _positive_values(value, name: str, unit: str, what: str) -> np.ndarray:
+    """``value`` as a float array of finite numbers > 0, or a PhysicsError naming ``name`` and ``unit``."""
     try:
-        v = np.asarray(volume_ml, dtype=float)
+        v = np.asarray(value, dtype=float)
     except (TypeError, ValueError) as exc:
-        raise PhysicsError(f"{what}: volume_ml must be numbers (mL), got {volume_ml!r}") from exc
+        raise PhysicsError(f"{what}: {name} must be numbers ({unit}), got {value!r}") from exc
     if v.size == 0 or not np.all(np.isfinite(v)) or np.any(v <= 0):
-        raise PhysicsError(f"{what}: volume_ml must be finite and > 0 mL, got {np.ravel(v)[:6].tolist()}")
+        raise PhysicsError(f"{what}: {name} must be finite and > 0 {unit}, got {np.ravel(v)[:6].tolist()}")
     return v
 
 
@@ -95,16 +96,6 @@ def _drc_da(a: np.ndarray) -> np.ndarray:
     return (dj - 3.0 * _rc_of_a(a) * 8.0 * math.sqrt(2.0 * math.pi) * a**2) / (8.0 * math.sqrt(2.0 * math.pi) * a**3)
 
 
-def _fwhms(fwhm_mm, what: str) -> np.ndarray:
-    try:
-        f = np.asarray(fwhm_mm, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise PhysicsError(f"{what}: fwhm_mm must be numbers (mm), got {fwhm_mm!r}") from exc
-    if f.size == 0 or not np.all(np.isfinite(f)) or np.any(f <= 0):
-        raise PhysicsError(f"{what}: the PSF FWHM must be finite and > 0 mm, got {np.ravel(f)[:6].tolist()}")
-    return f
-
-
 def _as_output(x: np.ndarray):
     return float(x) if np.ndim(x) == 0 else x
 
@@ -116,8 +107,8 @@ def recovery_coefficient(volume_ml, fwhm_mm) -> float | np.ndarray:
     Vectorised: volumes and FWHMs broadcast like numpy arrays (an array of FWHMs is several isotropic
     PSFs, not an (x, y, z) triple: the closed form is isotropic only).
     """
-    v = _volumes(volume_ml, "recovery coefficient")
-    a = sphere_radius_mm(v) / (_fwhms(fwhm_mm, "recovery coefficient") / FWHM_PER_SIGMA)
+    v = _positive_values(volume_ml, "volume_ml", "mL", "recovery coefficient")
+    a = sphere_radius_mm(v) / (_positive_values(fwhm_mm, "the PSF FWHM", "mm", "recovery coefficient") / FWHM_PER_SIGMA)
     return _as_output(np.clip(_rc_of_a(a), 0.0, 1.0))
 
 
@@ -127,8 +118,8 @@ def recovery_coefficient_derivatives(volume_ml, fwhm_mm) -> tuple:
     dRC/dV feeds :func:`uncertainty.volume_sensitivity` (``drc_dv_per_ml``); dRC/dFWHM carries an
     uncertain system resolution into the RC's SD.
     """
-    v = _volumes(volume_ml, "recovery coefficient derivative")
-    fwhm = _fwhms(fwhm_mm, "recovery coefficient derivative")
+    v = _positive_values(volume_ml, "volume_ml", "mL", "recovery coefficient derivative")
+    fwhm = _positive_values(fwhm_mm, "the PSF FWHM", "mm", "recovery coefficient derivative")
     a = sphere_radius_mm(v) / (fwhm / FWHM_PER_SIGMA)
     d = _drc_da(a)
     return _as_output(d * a / (3.0 * v)), _as_output(-d * a / fwhm)
